@@ -1,0 +1,3 @@
+"""Amaranth RTL of the IMNPU: ``macro`` (DIMC tile), ``cluster``, ``interconnect``, ``top``."""
+
+from .config import IMNPUConfig, CONFIGS, get_config  # noqa: F401
