@@ -1,7 +1,8 @@
 """Deterministic Verilog export of the IMNPU blocks for the named configurations.
 
 ``python -m imnpu_sim.export [--config NAME ...] [--block tile]`` writes
-``build/verilog/<config>/<block>.v``. A file is rewritten only when the RTL
+``build/verilog/<config>/<block>.v``; ``--layouts`` prints every port and
+the bit fields of its packed payload instead. A file is rewritten only when the RTL
 sources or the parameters changed (a hash is kept beside it), so simulator
 builds stay up to date without rebuilding.
 """
@@ -67,12 +68,41 @@ def export(config_name, block="tile", fault=None, out_dir=None, log=print):
     return path
 
 
+def port_layouts(config_name, block="tile"):
+    """Text table of every packed payload port of ``block``: field, bit offset, width."""
+    from amaranth.lib import data
+    from amaranth.lib.wiring import In
+    from imnpu_hw import get_config
+
+    component = BLOCKS[block][1](get_config(config_name))
+    lines = [f"{BLOCKS[block][0]} ({config_name}): packed payload ports"]
+    for path, member, value in component.signature.flatten(component):
+        name = "__".join(map(str, path))
+        direction = "input " if member.flow == In else "output"
+        if isinstance(value, data.View):
+            layout = value.shape()
+            lines.append(f"  {direction} {name} [{layout.size - 1}:0]")
+            for field_name, field in layout:
+                lo, hi = field.offset, field.offset + field.width - 1
+                lines.append(f"      [{hi:>4d}:{lo:<4d}] {field_name}: {field.shape!r}")
+        else:
+            lines.append(f"  {direction} {name} [{len(value) - 1}:0]")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from imnpu_hw import CONFIGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--block", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
+    parser.add_argument("--layouts", action="store_true",
+                        help="print the ports and their payload bit fields instead")
     args = parser.parse_args(argv)
+    if args.layouts:
+        for config in args.config:
+            for block in args.block:
+                print(port_layouts(config, block))
+        return 0
     for config in args.config:
         for block in args.block:
             print(export(config, block))

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "Encoding", "OperandType", "LANE_WIDTHS", "lane_width_for", "lane_format",
-    "encode", "decode",
+    "encode", "decode", "lane_encoding",
 ]
 
 
@@ -115,7 +115,8 @@ def lane_width_for(bits):
     return {1: 1, 2: 2, 3: 4, 4: 4}[bits]
 
 
-def _lane_encoding(op, lane):
+def lane_encoding(op, lane):
+    """Lane encoding of operand type ``op`` stored in an ``lane``-bit lane."""
     if op.encoding is Encoding.BIPOLAR and lane > 1:
         return Encoding.SIGNED
     return op.encoding
@@ -128,7 +129,7 @@ def lane_format(weight, feature):
     operand sets ``L``; a bipolar operand in a wider lane reads as signed.
     """
     lane = lane_width_for(max(weight.bits, feature.bits))
-    return lane, _lane_encoding(weight, lane), _lane_encoding(feature, lane)
+    return lane, lane_encoding(weight, lane), lane_encoding(feature, lane)
 
 
 def encode(values, lane, lane_encoding):

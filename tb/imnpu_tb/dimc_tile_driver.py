@@ -179,9 +179,9 @@ class TileDriver:
         return [Bus(row, w, False) for w in range(self.tile.words_per_row)]
 
     def load_features(self, value):
-        ww = self.tile.word_width
-        return [Feat(w, (value >> (w * ww)) & ((1 << ww) - 1))
-                for w in range(self.tile.words_per_row)]
+        fw = self.tile.feature_width
+        return [Feat(w, (value >> (w * fw)) & ((1 << fw) - 1))
+                for w in range(self.tile.feature_words)]
 
 
 def tile_for(config):

@@ -77,7 +77,7 @@ class TileModel:
         return (self.rows[op.row] >> shift) & mask, 0
 
     def feat(self, op):
-        ww = self.tile.word_width
+        ww = self.tile.feature_width
         shift, mask = op.word * ww, (1 << ww) - 1
         self.feature = (self.feature & ~(mask << shift)) | ((op.data & mask) << shift)
 

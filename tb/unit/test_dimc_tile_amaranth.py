@@ -92,8 +92,9 @@ def random_ops(tile, rng, batches=2, features=3):
                     for w in range(tile.words_per_row)]
         for _ in range(features):
             value = _bits(rng, tile.width)
-            ops += [Feat(w, (value >> (w * tile.word_width)) & ((1 << tile.word_width) - 1))
-                    for w in range(tile.words_per_row)]
+            fw = tile.feature_width
+            ops += [Feat(w, (value >> (w * fw)) & ((1 << fw) - 1))
+                    for w in range(tile.feature_words)]
             for lane, encs in LEGAL_ENCODINGS.items():
                 for wenc, xenc in itertools.product(encs, encs):
                     group = int(rng.integers(0, tile.rows // tile.parallel))
@@ -109,7 +110,9 @@ def random_ops(tile, rng, batches=2, features=3):
     dict(rows=6, width=96, parallel=3, word_width=32, pipeline_depth=7),
     dict(rows=4, width=16, parallel=1, word_width=16, pipeline_depth=3),
     dict(rows=8, width=64, parallel=2, word_width=8, pipeline_depth=5),
-], ids=lambda p: "R{rows}W{width}P{parallel}w{word_width}d{pipeline_depth}".format(**p))
+    dict(rows=8, width=64, parallel=1, word_width=32, pipeline_depth=3, feature_width=64),
+], ids=lambda p: "R{rows}W{width}P{parallel}w{word_width}d{pipeline_depth}".format(**p)
+   + (f"f{p['feature_width']}" if "feature_width" in p else ""))
 @pytest.mark.parametrize("stall_every", [0, 3])
 def test_random_against_reference(params, stall_every):
     print(f"seed {SEED}")
@@ -152,6 +155,7 @@ def test_fault_variants_are_caught(fault):
     (dict(rows=8.0, width=64), TypeError, "rows must be an integer"),
     (dict(rows=8, width=64, parallel=True), TypeError, "parallel must be an integer"),
     (dict(rows=8, width=64, _fault="bogus"), ValueError, "_fault"),
+    (dict(rows=8, width=64, feature_width=48), ValueError, "feature_width 48"),
 ])
 def test_bad_parameters(kwargs, exc, message):
     with pytest.raises(exc, match=message):

@@ -119,7 +119,10 @@ class DIMCTile(wiring.Component):
     parallel : int
         ``P``, rows computed per cycle; divides ``rows``.
     word_width : int
-        Width of the memory-mode and feature-register ports.
+        Width of the memory-mode port.
+    feature_width : int
+        Width of the feature-register port (default ``word_width``; ``width``
+        loads the whole register in one cycle).
     pipeline_depth : int
         Cycles from accepting a command to its result: 2 (SRAM read, then the
         whole dot product) up to ``2 + ceil_log2(width / 4)``.
@@ -152,14 +155,18 @@ class DIMCTile(wiring.Component):
     """
 
     def __init__(self, *, rows, width, parallel=1, word_width=32, pipeline_depth=2,
-                 _fault=None):
+                 feature_width=None, _fault=None):
+        feature_width = word_width if feature_width is None else feature_width
         for name, value in (("rows", rows), ("width", width), ("parallel", parallel),
-                            ("word_width", word_width), ("pipeline_depth", pipeline_depth)):
+                            ("word_width", word_width), ("pipeline_depth", pipeline_depth),
+                            ("feature_width", feature_width)):
             _positive_int(name, value)
         if width % 4:
             raise ValueError(f"width must be a multiple of 4, not {width}")
         if width % word_width:
             raise ValueError(f"width {width} is not a multiple of word_width {word_width}")
+        if width % feature_width:
+            raise ValueError(f"width {width} is not a multiple of feature_width {feature_width}")
         if rows % parallel:
             raise ValueError(f"parallel {parallel} does not divide rows {rows}")
         self._tree_levels = ceil_log2(width // 4)
@@ -177,7 +184,9 @@ class DIMCTile(wiring.Component):
         self._pipeline_depth = pipeline_depth
         self._fault = _fault
 
+        self._feature_width = feature_width
         self._words = width // word_width
+        self._feature_words = width // feature_width
         self._word_bits = ceil_log2(self._words)
         self._row_bits = max(1, ceil_log2(rows))
         self._group_bits = max(1, ceil_log2(rows // parallel))
@@ -185,7 +194,8 @@ class DIMCTile(wiring.Component):
             "bus": In(stream.Signature(BusRequest(self._row_bits + self._word_bits, word_width))),
             "bus_resp": Out(wiring.Signature({"valid": Out(1),
                                               "payload": Out(BusResponse(word_width))})),
-            "feat": In(stream.Signature(FeatureWrite(max(1, self._word_bits), word_width))),
+            "feat": In(stream.Signature(FeatureWrite(max(1, ceil_log2(self._feature_words)),
+                                                     feature_width))),
             "cmd": In(stream.Signature(ComputeCommand(self._group_bits, width))),
             "res": Out(stream.Signature(ComputeResult(self._row_bits, parallel, width))),
             "busy": Out(1),
@@ -196,7 +206,9 @@ class DIMCTile(wiring.Component):
     parallel = property(lambda self: self._parallel)
     word_width = property(lambda self: self._word_width)
     pipeline_depth = property(lambda self: self._pipeline_depth)
+    feature_width = property(lambda self: self._feature_width)
     words_per_row = property(lambda self: self._words)
+    feature_words = property(lambda self: self._feature_words)
 
     def bus_address(self, row, word):
         """The ``bus.addr`` of word ``word`` of row ``row``."""
@@ -204,30 +216,64 @@ class DIMCTile(wiring.Component):
 
     # -- datapath -------------------------------------------------------------
 
-    def _decode(self, code, lane, encoding):
+    def _decode(self, code, lane, is_signed, is_bipolar):
         """Value of a lane code as a signed integer (ARCHITECTURE.md section 1)."""
         if lane == 1:
-            return Mux(encoding == LaneEncoding.BIPOLAR, Mux(code, 1, -1), code)
-        is_signed = encoding == LaneEncoding.SIGNED
+            return Mux(is_bipolar, Mux(code, 1, -1), code)
         if self._fault == "sign":
             is_signed = Const(0)
         return Mux(is_signed, code.as_signed(), code)
 
-    def _nibble(self, index, weight, feature, lane_width, w_enc, x_enc, lanes):
-        """Contribution of nibble ``index`` (bits 4*index .. 4*index+3)."""
-        sums = {}
+    def _datapath(self, m, rows, feature, cmd):
+        """Per-row lists of nibble contributions (bits 4k .. 4k+3 of each row).
+
+        Decoding of the command and of the features is shared by the ``P`` rows.
+        """
+        W = self._width
+        sel = {lane: Signal(name=f"sel_l{lane}") for lane in (1, 2)}
+        w_signed, w_bipolar = Signal(), Signal()
+        x_signed, x_bipolar = Signal(), Signal()
+        m.d.comb += [
+            sel[1].eq(cmd.lane_width == LaneWidth.L1),
+            sel[2].eq(cmd.lane_width == LaneWidth.L2),
+            w_signed.eq(cmd.weight_encoding == LaneEncoding.SIGNED),
+            w_bipolar.eq(cmd.weight_encoding == LaneEncoding.BIPOLAR),
+            x_signed.eq(cmd.feature_encoding == LaneEncoding.SIGNED),
+            x_bipolar.eq(cmd.feature_encoding == LaneEncoding.BIPOLAR),
+        ]
+        # Bit b of a row is in an active lane iff b < lanes * L.
+        active_bits = Signal(bits_for(W) + 2)
+        m.d.comb += active_bits.eq(Mux(sel[1], cmd.lanes,
+                                       Mux(sel[2], cmd.lanes << 1, cmd.lanes << 2)))
+        active = Signal(W)
+        m.d.comb += [active[b].eq(b < active_bits) for b in range(W)]
+
+        lanes_of = {}   # (lane, bit offset) -> (decoded feature, active)
         for lane in (1, 2, 4):
-            terms = []
-            for sub in range(4 // lane):
-                lane_index = index * (4 // lane) + sub
-                if self._fault == "lane" and lane_index == 1:
+            for offset in range(0, W, lane):
+                if self._fault == "lane" and offset == lane:
                     continue
-                w = self._decode(weight[sub * lane:(sub + 1) * lane], lane, w_enc)
-                x = self._decode(feature[sub * lane:(sub + 1) * lane], lane, x_enc)
-                terms.append(Mux(lane_index < lanes, w * x, 0))
-            sums[lane] = sum(terms[1:], terms[0]) if terms else Const(0)
-        return Mux(lane_width == LaneWidth.L1, sums[1],
-                   Mux(lane_width == LaneWidth.L2, sums[2], sums[4]))
+                x = Signal(signed(lane + 1), name=f"x{lane}_{offset}")
+                m.d.comb += x.eq(self._decode(feature[offset:offset + lane], lane,
+                                              x_signed, x_bipolar))
+                lanes_of[lane, offset] = x
+
+        contributions = []
+        for row in rows:
+            nibbles = []
+            for k in range(W // 4):
+                sums = {}
+                for lane in (1, 2, 4):
+                    terms = []
+                    for offset in range(4 * k, 4 * k + 4, lane):
+                        if (lane, offset) not in lanes_of:
+                            continue
+                        w = self._decode(row[offset:offset + lane], lane, w_signed, w_bipolar)
+                        terms.append(Mux(active[offset], w * lanes_of[lane, offset], 0))
+                    sums[lane] = sum(terms[1:], terms[0]) if terms else Const(0)
+                nibbles.append(Mux(sel[1], sums[1], Mux(sel[2], sums[2], sums[4])))
+            contributions.append(nibbles)
+        return contributions
 
     def elaborate(self, platform):
         m = Module()
@@ -303,7 +349,11 @@ class DIMCTile(wiring.Component):
         # -- feature register ------------------------------------------------
         feature = Signal(W)
         with m.If(self.feat.valid & advance):
-            m.d.sync += feature.word_select(self.feat.payload.word, WW).eq(self.feat.payload.data)
+            if self._feature_words == 1:
+                m.d.sync += feature.eq(self.feat.payload.data)
+            else:
+                m.d.sync += feature.word_select(self.feat.payload.word,
+                                                self._feature_width).eq(self.feat.payload.data)
 
         # -- stage A: command accepted, SRAM read in flight ------------------
         cmd = self.cmd.payload
@@ -339,13 +389,7 @@ class DIMCTile(wiring.Component):
                 for i in range(self._pipeline_depth - 2)}
         valid, tag, error = a_valid, a_cmd.group * P, a_error
         stage_valids = [a_valid]
-        level_values = []
-        for bank in range(P):
-            level_values.append([
-                self._nibble(k, row_data[bank][4 * k:4 * k + 4], feature[4 * k:4 * k + 4],
-                             a_cmd.lane_width, a_cmd.weight_encoding,
-                             a_cmd.feature_encoding, a_cmd.lanes)
-                for k in range(W // 4)])
+        level_values = self._datapath(m, row_data, feature, a_cmd)
 
         def register(values, level):
             regs = []

@@ -1,0 +1,64 @@
+# IMNPU: RTL model of an SRAM digital in-memory-computing NPU.
+# Every target creates .venv and installs the project into it when needed.
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SIM     ?= verilator
+K       ?=
+WAVES   ?= 0
+CONFIGS ?= tiny fpga seed
+
+PYTEST  := $(PY) -m pytest
+KFLAG    = $(if $(K),-k "$(K)")
+
+.PHONY: help venv verilog lint sim test unit cocotb perf clean distclean
+
+help:
+	@echo "make sim [SIM=verilator|icarus] [K=expr] [WAVES=1]  cocotb regression on one simulator"
+	@echo "make test        unit tests, reference tests, lint, cocotb on Verilator and Icarus"
+	@echo "make unit        fast Amaranth-simulator and reference-kernel tests"
+	@echo "make verilog     export Verilog of every block for CONFIGS='$(CONFIGS)' to build/verilog/"
+	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
+	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
+	@echo "make venv        create .venv and install the project (done by every target)"
+	@echo "make clean       remove build/ (Verilog, simulator builds, waveforms)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+venv: $(STAMP)
+
+verilog: $(STAMP)
+	$(PY) -m imnpu_sim.export --config $(CONFIGS)
+
+lint: $(STAMP)
+	$(PY) -m imnpu_sim.lint --config $(CONFIGS)
+
+# The cocotb regression on one simulator; K selects tests by pytest -k expression.
+sim: $(STAMP)
+	IMNPU_SIMS=$(SIM) WAVES=$(WAVES) $(PYTEST) -v -m cocotb tb/cocotb $(KFLAG)
+
+unit: $(STAMP)
+	$(PYTEST) -q tb/unit $(KFLAG)
+
+cocotb: $(STAMP)
+	IMNPU_SIMS=verilator,icarus WAVES=$(WAVES) $(PYTEST) -v -m cocotb tb/cocotb $(KFLAG)
+
+test: $(STAMP)
+	$(PYTEST) -q tb/unit
+	$(PY) -m imnpu_sim.lint --config $(CONFIGS)
+	IMNPU_SIMS=verilator,icarus $(PYTEST) -v -m cocotb tb/cocotb
+
+perf: $(STAMP)
+	$(PY) -m imnpu_sim.perf --config $(CONFIGS)
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""IMNPU software: tensor storage formats, layer mapping, descriptors (the compiler side)."""
