@@ -22,9 +22,18 @@ def _tile(config, fault=None):
     return DIMCTile(**config.tile_params(), _fault=fault)
 
 
+def _cluster(config, fault=None):
+    from imnpu_hw.cluster.cluster import Cluster
+    if fault is not None:
+        raise ValueError("the cluster has no fault variants")
+    return Cluster(tiles=config.T, rows=config.R, width=config.W, parallel=config.P,
+                   act_bytes=config.A, act_word=32, tile_depth=config.pipeline_depth)
+
+
 #: block name -> (Verilog module name, constructor from a config)
 BLOCKS = {
     "tile": ("dimc_tile", _tile),
+    "cluster": ("cluster", _cluster),
 }
 
 

@@ -1,0 +1,768 @@
+"""The cluster: DIMC tiles turned into a layer engine (ARCHITECTURE.md section 2).
+
+A sequencer fetches layer descriptors (:mod:`.descriptor`) from system memory,
+checks them, loads each weight pass and the per-channel parameters into the
+tiles, and runs the layer:
+
+``PatchBuilder -> tiles -> accumulators -> OutputStage x T -> packer -> activation memory``
+
+* The patch builder packs one chunk of an output pixel's receptive field into
+  a ``W``-bit feature vector. The compute engine loads it into every tile's
+  feature register in the cycle of the chunk's first command, then issues one
+  command a cycle for the ``cpt / P`` row groups of that chunk, so the builder
+  already works on the next chunk while the tiles compute.
+* Tile results accumulate (int32, saturating, sticky flag) in one of two
+  accumulator banks; when a pixel's last chunk is in, the bank goes to the
+  ``T`` output stages (channel ``j*T + t`` of the pass on stage ``t``) while
+  the next pixel accumulates in the other bank.
+* The packer appends the output codes (``S_out`` bits each, or 32 for raw
+  int32) to the output pixel and writes whole words with 4-bit enables.
+* Max pooling runs on its own unit straight from and to the activation memory.
+
+System memory is reached through ``mem_req`` (word address and length) and
+``mem_resp`` (one 32-bit word per response, in order, with an error bit); the
+host reads and writes the activation memory through ``act`` while the cluster
+is idle.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from ..macro import DIMCTile, LaneEncoding, LaneWidth
+from ..macro.dimc_tile import BusRequest, BusResponse
+from .accumulator import saturating_add
+from .descriptor import DESCRIPTOR_WORDS, ClusterError, Descriptor, LayerKind
+from .maxpool import MaxPoolUnit
+from .output_stage import OutputKind, OutputStage
+from .patch_builder import PatchBuilder
+
+__all__ = ["Cluster", "MemRequest", "MemResponse"]
+
+SYSTEM_WORD = 32
+#: largest tensor height, width or channel count a descriptor may name
+MAX_DIM = 4096
+
+MemRequest = data.StructLayout({"addr": 32, "length": 16})
+MemResponse = data.StructLayout({"data": 32, "error": 1})
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")
+
+
+class Cluster(wiring.Component):
+    """A cluster of ``T`` DIMC tiles with its sequencer.
+
+    Parameters
+    ----------
+    tiles, rows, width, parallel : int
+        ``T``, ``R``, ``W``, ``P`` (``W`` a multiple of 32).
+    act_bytes : int
+        ``A``, activation memory bytes.
+    act_word : int
+        Activation memory word width: 32 or 64.
+    tile_depth : int
+        Tile pipeline depth.
+    output_depth : int
+        Output stage pipeline depth.
+
+    Members
+    -------
+    start : ``In(1)``
+        Pulse (while idle): run the descriptor list at word address ``desc_addr``.
+    desc_addr : ``In(32)``
+    busy, done : ``Out(1)``
+        ``done`` pulses when the list ends or a layer fails.
+    error_code : ``Out(ClusterError)``
+        Result of the last run (``NONE`` when every layer ran).
+    saturated : ``Out(1)``
+        Sticky since ``start``: an accumulation or ``acc + bias`` saturated.
+    layer_done : ``Out(1)``
+        Pulses when a layer ends; ``layer_index`` and ``layer_cycles`` (cycles
+        from the start of its descriptor fetch) describe it.
+    cycles : ``Out(32)``
+        Cycles since ``start`` (stops at ``done``).
+    mem_req : ``Out(stream.Signature(MemRequest))``
+    mem_resp : ``In(stream.Signature(MemResponse))``
+    act : ``In(stream.Signature(BusRequest))``, act_resp : response
+        Host access to the activation memory (word address), as the tile's
+        memory-mode port; refused with ``error`` while busy.
+    """
+
+    def __init__(self, *, tiles, rows, width, parallel=1, act_bytes, act_word=32,
+                 tile_depth=2, output_depth=3):
+        for name, value in (("tiles", tiles), ("rows", rows), ("width", width),
+                            ("parallel", parallel), ("act_bytes", act_bytes),
+                            ("act_word", act_word)):
+            _positive_int(name, value)
+        if width % SYSTEM_WORD:
+            raise ValueError(f"width must be a multiple of {SYSTEM_WORD}, not {width}")
+        if act_word not in (32, 64):
+            raise ValueError(f"act_word must be 32 or 64, not {act_word}")
+        if (act_bytes * 8) % act_word:
+            raise ValueError(f"act_bytes {act_bytes} is not a whole number of {act_word}-bit words")
+        self._T, self._R, self._W, self._P = tiles, rows, width, parallel
+        self._act_word = act_word
+        self._act_depth = act_bytes * 8 // act_word
+        self._act_bytes = act_bytes
+        self._tiles = [DIMCTile(rows=rows, width=width, parallel=parallel, word_width=SYSTEM_WORD,
+                                pipeline_depth=tile_depth, feature_width=width)
+                       for _ in range(tiles)]
+        self._builder = PatchBuilder(width=width, word_width=act_word, depth=self._act_depth,
+                                     max_dim=MAX_DIM, max_kernel=255, max_passes=1)
+        self._pool = MaxPoolUnit(word_width=act_word, depth=self._act_depth, max_dim=MAX_DIM)
+        self._stages = [OutputStage(tag_width=1, pipeline_depth=output_depth)
+                        for _ in range(tiles)]
+        self._addr_bits = max(1, ceil_log2(self._act_depth))
+        super().__init__({
+            "start": In(1),
+            "desc_addr": In(32),
+            "busy": Out(1),
+            "done": Out(1),
+            "error_code": Out(ClusterError),
+            "saturated": Out(1),
+            "layer_done": Out(1),
+            "layer_index": Out(16),
+            "layer_cycles": Out(32),
+            "cycles": Out(32),
+            "mem_req": Out(stream.Signature(MemRequest)),
+            "mem_resp": In(stream.Signature(MemResponse)),
+            "act": In(stream.Signature(BusRequest(self._addr_bits, act_word))),
+            "act_resp": Out(wiring.Signature({"valid": Out(1),
+                                              "payload": Out(BusResponse(act_word))})),
+        })
+
+    T = property(lambda self: self._T)
+    R = property(lambda self: self._R)
+    W = property(lambda self: self._W)
+    P = property(lambda self: self._P)
+    act_word = property(lambda self: self._act_word)
+    act_depth = property(lambda self: self._act_depth)
+    tile_latency = property(lambda self: self._tiles[0].pipeline_depth)
+
+    # -- descriptor checks ----------------------------------------------------
+
+    def _check(self, m, d):
+        """Error code of descriptor ``d`` (combinational, registered by the caller)."""
+        T, R, W, P, AW = self._T, self._R, self._W, self._P, self._act_word
+
+        def legal_type(ty, allow_raw=False):
+            bits, enc = ty.bits, ty.encoding
+            ok = (((enc == LaneEncoding.SIGNED.value) & (bits >= 2) & (bits <= 4)) |
+                  ((enc == LaneEncoding.UNSIGNED.value) & (bits >= 1) & (bits <= 4)) |
+                  ((enc == LaneEncoding.BIPOLAR.value) & (bits == 1)))
+            if allow_raw:
+                ok |= enc == OutputKind.RAW32.value
+            return ok
+
+        def storage(bits):
+            # lane code of a 1..4-bit operand: 1 -> L1, 2 -> L2, 3/4 -> L4
+            return Mux(bits <= 1, 0, Mux(bits == 2, 1, 2))
+
+        def lane_bits(code):
+            return Mux(code == 0, 1, Mux(code == 1, 2, 4))
+
+        conv = (d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)
+        pool = d.kind == LayerKind.MAXPOOL
+        kpos = Signal(16)
+        m.d.comb += kpos.eq(d.kh * d.kw)
+        nl = Signal(range(W + 1))
+        m.d.comb += nl.eq(W >> d.lane.as_value())
+        s_in = lane_bits(storage(d.x_type.bits))
+        raw = d.o_type.encoding == OutputKind.RAW32.value
+        b_out = Mux(raw, 32, lane_bits(storage(d.o_type.bits)))
+        ph = Mux(pool, 0, d.pad_h)
+        pw = Mux(pool, 0, d.pad_w)
+        ext_h = d.in_h + 2 * ph
+        ext_w = d.in_w + 2 * pw
+        in_end = Signal(64)
+        out_end = Signal(64)
+        m.d.comb += [
+            in_end.eq(d.in_base + d.in_h * d.in_w * d.in_pixel_words),
+            out_end.eq(d.out_base + d.out_h * d.out_w * d.out_pixel_words),
+        ]
+        cpp = Signal(32)
+        m.d.comb += cpp.eq(T * d.cpt)
+
+        zero = ((d.in_h == 0) | (d.in_w == 0) | (d.cin == 0) | (d.kh == 0) | (d.kw == 0) |
+                (d.stride_h == 0) | (d.stride_w == 0) | (d.out_h == 0) | (d.out_w == 0) |
+                (d.in_pixel_words == 0) | (d.out_pixel_words == 0) |
+                (conv & ((d.cout == 0) | (d.ppc == 0) | (d.spp == 0) | (d.nch == 0) |
+                         (d.cpt == 0) | (d.passes == 0))))
+        bad_type = ~legal_type(d.x_type) | (conv & (~legal_type(d.w_type) |
+                                                    ~legal_type(d.o_type, allow_raw=True)))
+        lane_code = d.lane.as_value()
+        bad_lane = conv & ((lane_code == 3) |
+                           (lane_code < storage(d.x_type.bits)) |
+                           (lane_code < storage(d.w_type.bits)) |
+                           ((lane_code == 0) & (d.x_type.encoding == LaneEncoding.BIPOLAR.value) &
+                            ((d.pad_h != 0) | (d.pad_w != 0))))
+        too_large = (d.kh > ext_h) | (d.kw > ext_w)
+        too_big = ((d.in_h > MAX_DIM) | (d.in_w > MAX_DIM) | (d.cin > MAX_DIM) |
+                   (d.out_h > MAX_DIM) | (d.out_w > MAX_DIM) | (d.cout > MAX_DIM))
+        shape_h = ((d.out_h - 1) * d.stride_h + d.kh <= ext_h) & (d.out_h * d.stride_h + d.kh > ext_h)
+        shape_w = ((d.out_w - 1) * d.stride_w + d.kw <= ext_w) & (d.out_w * d.stride_w + d.kw > ext_w)
+        dense_ok = ((d.kh == d.in_h) & (d.kw == d.in_w) & (d.pad_h == 0) & (d.pad_w == 0) &
+                    (d.out_h == 1) & (d.out_w == 1))
+        bad_shape = (~shape_h | ~shape_w | too_big |
+                     ((d.kind == LayerKind.DENSE) & ~dense_ok) |
+                     (pool & ((d.pad_h != 0) | (d.pad_w != 0))))
+        one_slice = ((d.spp == 1) & (d.cin <= nl) & (d.ppc * d.cin <= nl) &
+                     ((d.nch - 1) * d.ppc < kpos) & (kpos <= d.nch * d.ppc))
+        slices = ((d.spp > 1) & (d.ppc == 1) & (d.cin > nl) &
+                  ((d.spp - 1) * nl < d.cin) & (d.cin <= d.spp * nl) & (d.nch == kpos * d.spp))
+        rows_ok = (d.nch * d.cpt <= R) & ((d.cpt % P) == 0 if P > 1 else Const(1))
+        passes_ok = (((d.passes - 1) * cpp < d.cout) & (d.cout <= d.passes * cpp) &
+                     ((d.passes == 1) | (((cpp * b_out) & 3) == 0)))
+        words_ok = ((d.in_pixel_words * AW >= d.cin * s_in) &
+                    Mux(pool, d.out_pixel_words == d.in_pixel_words,
+                        d.out_pixel_words * AW >= d.cout * b_out))
+        bad_mapping = (conv & ~((one_slice | slices) & rows_ok & passes_ok)) | ~words_ok
+        overflow = (in_end > self._act_depth) | (out_end > self._act_depth)
+        overlap = (d.in_base < out_end) & (d.out_base < in_end)
+
+        code = Signal(ClusterError)
+        with m.If(~conv & ~pool):
+            m.d.comb += code.eq(ClusterError.BAD_KIND)
+        with m.Elif(zero):
+            m.d.comb += code.eq(ClusterError.ZERO_DIM)
+        with m.Elif(bad_type):
+            m.d.comb += code.eq(ClusterError.BAD_TYPE)
+        with m.Elif(bad_lane):
+            m.d.comb += code.eq(ClusterError.BAD_LANE)
+        with m.Elif(too_large):
+            m.d.comb += code.eq(ClusterError.KERNEL_TOO_LARGE)
+        with m.Elif(bad_shape):
+            m.d.comb += code.eq(ClusterError.BAD_SHAPE)
+        with m.Elif(bad_mapping):
+            m.d.comb += code.eq(ClusterError.BAD_MAPPING)
+        with m.Elif(overflow):
+            m.d.comb += code.eq(ClusterError.ACT_OVERFLOW)
+        with m.Elif(overlap):
+            m.d.comb += code.eq(ClusterError.OVERLAP)
+        return code
+
+    # -- elaboration ------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        T, R, W, P, AW = self._T, self._R, self._W, self._P, self._act_word
+        words_per_row = W // SYSTEM_WORD
+
+        for t, tile in enumerate(self._tiles):
+            m.submodules[f"tile{t}"] = tile
+            m.d.comb += tile.res.ready.eq(1)
+        m.submodules.builder = builder = self._builder
+        m.submodules.pool = pool = self._pool
+        for t, stage in enumerate(self._stages):
+            m.submodules[f"out{t}"] = stage
+
+        act = Memory(shape=unsigned(AW), depth=self._act_depth, init=[])
+        m.submodules.act = act
+        act_rd = act.read_port(domain="sync")
+        act_wr = act.write_port(granularity=4)
+
+        # -- descriptor register ------------------------------------------------
+        desc_bits = Signal(Descriptor.size)
+        d = Descriptor(desc_bits)
+        check_code = self._check(m, d)
+        error = Signal(ClusterError)
+
+        # -- counters -------------------------------------------------------------
+        layer_cycles = Signal(32)
+        m.d.sync += self.layer_done.eq(0)
+        m.d.sync += self.done.eq(0)
+
+        desc_ptr = Signal(32)
+        words_left = Signal(32)
+        pass_index = Signal(16)
+        weight_ptr = Signal(32)
+        param_ptr = Signal(32)
+
+        # weight load position
+        wl_word = Signal(range(words_per_row))
+        wl_row = Signal(range(R + 1))
+        wl_tile = Signal(range(T + 1))
+        # parameter load position
+        pl_j = Signal(range(R + 1))
+        pl_t = Signal(range(T + 1))
+        pl_half = Signal()
+        bias = [[Signal(signed(32), name=f"bias_{t}_{j}") for j in range(R)] for t in range(T)]
+        mult = [[Signal(signed(16), name=f"mult_{t}_{j}") for j in range(R)] for t in range(T)]
+        shift = [[Signal(6, name=f"shift_{t}_{j}") for j in range(R)] for t in range(T)]
+
+        run_done = Signal()          # the output engine wrote the pass's last pixel
+        pool_done = Signal()
+
+        # system memory requests
+        req_addr = Signal(32)
+        req_len = Signal(16)
+        m.d.comb += [self.mem_req.payload.addr.eq(req_addr),
+                     self.mem_req.payload.length.eq(req_len)]
+
+        with m.If(self.busy):
+            m.d.sync += [self.cycles.eq(self.cycles + 1), layer_cycles.eq(layer_cycles + 1)]
+
+        resp = self.mem_resp
+        builder_start = Signal()
+        pool_start = Signal()
+        run_start = Signal()
+
+        words_per_pass = Signal(32)
+        params_per_pass = Signal(32)
+        m.d.comb += [
+            words_per_pass.eq(T * d.nch * d.cpt * words_per_row),
+            params_per_pass.eq(2 * T * d.cpt),
+        ]
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        desc_ptr.eq(self.desc_addr), self.busy.eq(1), self.cycles.eq(0),
+                        self.error_code.eq(ClusterError.NONE), self.saturated.eq(0),
+                        self.layer_index.eq(0), layer_cycles.eq(0),
+                    ]
+                    m.next = "FETCH_REQ"
+            with m.State("FETCH_REQ"):
+                m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(desc_ptr),
+                             req_len.eq(DESCRIPTOR_WORDS)]
+                with m.If(self.mem_req.ready):
+                    m.d.sync += [words_left.eq(DESCRIPTOR_WORDS), error.eq(ClusterError.NONE)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    m.d.sync += [desc_bits.eq(Cat(desc_bits[SYSTEM_WORD:], resp.payload.data)),
+                                 words_left.eq(words_left - 1)]
+                    with m.If(resp.payload.error):
+                        m.d.sync += error.eq(ClusterError.MEM_ERROR)
+                    with m.If(words_left == 1):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(error != ClusterError.NONE):
+                    m.next = "FAIL"
+                with m.Elif(d.kind == LayerKind.END):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.d.sync += error.eq(check_code)
+                    m.next = "CHECKED"
+            with m.State("CHECKED"):
+                with m.If(error != ClusterError.NONE):
+                    m.next = "FAIL"
+                with m.Elif(d.kind == LayerKind.MAXPOOL):
+                    m.d.comb += pool_start.eq(1)
+                    m.next = "POOL"
+                with m.Else():
+                    m.d.sync += [pass_index.eq(0), weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
+                    m.next = "W_REQ"
+            with m.State("W_REQ"):
+                m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(weight_ptr),
+                             req_len.eq(words_per_pass)]
+                with m.If(self.mem_req.ready):
+                    m.d.sync += [words_left.eq(words_per_pass), wl_word.eq(0), wl_row.eq(0),
+                                 wl_tile.eq(0), weight_ptr.eq(weight_ptr + words_per_pass)]
+                    m.next = "W_LOAD"
+            with m.State("W_LOAD"):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    for t, tile in enumerate(self._tiles):
+                        m.d.comb += [
+                            tile.bus.valid.eq((wl_tile == t) & ~resp.payload.error),
+                            tile.bus.payload.addr.eq(tile.bus_address(0, 0) +
+                                                     (wl_row << ceil_log2(words_per_row)) + wl_word),
+                            tile.bus.payload.write.eq(1),
+                            tile.bus.payload.data.eq(resp.payload.data),
+                        ]
+                    m.d.sync += words_left.eq(words_left - 1)
+                    with m.If(wl_word == words_per_row - 1):
+                        m.d.sync += wl_word.eq(0)
+                        with m.If(wl_row == d.nch * d.cpt - 1):
+                            m.d.sync += [wl_row.eq(0), wl_tile.eq(wl_tile + 1)]
+                        with m.Else():
+                            m.d.sync += wl_row.eq(wl_row + 1)
+                    with m.Else():
+                        m.d.sync += wl_word.eq(wl_word + 1)
+                    with m.If(resp.payload.error):
+                        m.d.sync += error.eq(ClusterError.MEM_ERROR)
+                    with m.If(words_left == 1):
+                        m.next = "P_REQ"
+            with m.State("P_REQ"):
+                with m.If(error != ClusterError.NONE):
+                    m.next = "FAIL"
+                with m.Else():
+                    m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(param_ptr),
+                                 req_len.eq(params_per_pass)]
+                    with m.If(self.mem_req.ready):
+                        m.d.sync += [words_left.eq(params_per_pass), pl_j.eq(0), pl_t.eq(0),
+                                     pl_half.eq(0), param_ptr.eq(param_ptr + params_per_pass)]
+                        m.next = "P_LOAD"
+            with m.State("P_LOAD"):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    for t in range(T):
+                        for j in range(R):
+                            with m.If((pl_t == t) & (pl_j == j)):
+                                with m.If(pl_half):
+                                    m.d.sync += [mult[t][j].eq(resp.payload.data[:16]),
+                                                 shift[t][j].eq(resp.payload.data[16:22])]
+                                with m.Else():
+                                    m.d.sync += bias[t][j].eq(resp.payload.data)
+                    m.d.sync += [words_left.eq(words_left - 1), pl_half.eq(~pl_half)]
+                    with m.If(pl_half):
+                        with m.If(pl_t == T - 1):
+                            m.d.sync += [pl_t.eq(0), pl_j.eq(pl_j + 1)]
+                        with m.Else():
+                            m.d.sync += pl_t.eq(pl_t + 1)
+                    with m.If(resp.payload.error):
+                        m.d.sync += error.eq(ClusterError.MEM_ERROR)
+                    with m.If(words_left == 1):
+                        m.next = "RUN_START"
+            with m.State("RUN_START"):
+                with m.If(error != ClusterError.NONE):
+                    m.next = "FAIL"
+                with m.Else():
+                    m.d.comb += [builder_start.eq(1), run_start.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(builder.error):
+                    # the builder's own checks; the descriptor checks catch these first
+                    m.d.sync += error.eq(ClusterError.BAD_MAPPING)
+                    m.next = "FAIL"
+                with m.Elif(run_done):
+                    with m.If(pass_index == d.passes - 1):
+                        m.next = "LAYER_END"
+                    with m.Else():
+                        m.d.sync += pass_index.eq(pass_index + 1)
+                        m.next = "W_REQ"
+            with m.State("POOL"):
+                with m.If(pool_done):
+                    with m.If(pool.error):
+                        # the unit's own checks; the descriptor checks catch these first
+                        m.d.sync += error.eq(ClusterError.BAD_SHAPE)
+                        m.next = "FAIL"
+                    with m.Else():
+                        m.next = "LAYER_END"
+            with m.State("LAYER_END"):
+                m.d.sync += [
+                    self.layer_done.eq(1), self.layer_cycles.eq(layer_cycles + 1),
+                    layer_cycles.eq(0), self.layer_index.eq(self.layer_index + 1),
+                    desc_ptr.eq(desc_ptr + DESCRIPTOR_WORDS),
+                ]
+                m.next = "FETCH_REQ"
+            with m.State("FAIL"):
+                m.d.sync += [self.error_code.eq(error), self.busy.eq(0), self.done.eq(1),
+                             self.layer_cycles.eq(layer_cycles + 1)]
+                m.next = "IDLE"
+            with m.State("FINISH"):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                m.next = "IDLE"
+
+        # -- patch builder ------------------------------------------------------------
+        bl = builder.layer
+        m.d.comb += [
+            bl.in_base.eq(d.in_base), bl.in_h.eq(d.in_h), bl.in_w.eq(d.in_w), bl.cin.eq(d.cin),
+            bl.in_pixel_words.eq(d.in_pixel_words),
+            bl.in_lane.eq(Mux(d.x_type.bits <= 1, LaneWidth.L1,
+                              Mux(d.x_type.bits == 2, LaneWidth.L2, LaneWidth.L4))),
+            bl.in_encoding.eq(d.x_type.encoding), bl.lane.eq(d.lane),
+            bl.kh.eq(d.kh), bl.kw.eq(d.kw), bl.stride_h.eq(d.stride_h), bl.stride_w.eq(d.stride_w),
+            bl.pad_h.eq(d.pad_h), bl.pad_w.eq(d.pad_w), bl.out_h.eq(d.out_h), bl.out_w.eq(d.out_w),
+            bl.positions_per_chunk.eq(d.ppc), bl.slices_per_position.eq(d.spp),
+            bl.chunks.eq(d.nch), bl.passes.eq(1),
+            builder.start.eq(builder_start),
+        ]
+
+        # -- compute engine -------------------------------------------------------------
+        groups = Signal(16)                 # row groups per chunk: cpt / P
+        m.d.comb += groups.eq(d.cpt >> exact_log2(P) if P & (P - 1) == 0 else d.cpt // P)
+        issuing = Signal()
+        k = Signal(16)                      # group within the chunk
+        group_base = Signal(16)
+        cur_lanes = Signal.like(builder.chunk.payload.lanes)
+        cur_first = Signal()
+        cur_last = Signal()
+        bank_full = Signal(2)
+        cbank = Signal()                    # bank the compute engine accumulates into
+        chunk = builder.chunk
+
+        can_take = Signal()
+        m.d.comb += can_take.eq(chunk.valid & (~chunk.payload.first | ~bank_full.bit_select(cbank, 1)))
+        issue = Signal()
+        issue_first_k = Signal()
+        m.d.comb += issue_first_k.eq(~issuing & can_take)
+        m.d.comb += issue.eq(issue_first_k | issuing)
+        m.d.comb += chunk.ready.eq(issue_first_k)
+        cmd_group = Signal(16)
+        m.d.comb += cmd_group.eq(Mux(issuing, group_base + k,
+                                     Mux(chunk.payload.first, 0, group_base + groups)))
+        lanes_now = Mux(issuing, cur_lanes, chunk.payload.lanes)
+        for tile in self._tiles:
+            m.d.comb += [
+                tile.feat.valid.eq(issue_first_k),
+                tile.feat.payload.data.eq(chunk.payload.features),
+                tile.cmd.valid.eq(issue),
+                tile.cmd.payload.group.eq(cmd_group),
+                tile.cmd.payload.lane_width.eq(d.lane),
+                tile.cmd.payload.weight_encoding.eq(
+                    Mux(d.w_type.encoding == LaneEncoding.BIPOLAR.value,
+                        Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
+                        d.w_type.encoding)),
+                tile.cmd.payload.feature_encoding.eq(
+                    Mux(d.x_type.encoding == LaneEncoding.BIPOLAR.value,
+                        Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
+                        d.x_type.encoding)),
+                tile.cmd.payload.lanes.eq(lanes_now),
+            ]
+        first_now = Mux(issuing, cur_first, chunk.payload.first)
+        last_now = Mux(issuing, cur_last, chunk.payload.last)
+        k_now = Mux(issuing, k, 0)
+        last_cmd = Signal()
+        m.d.comb += last_cmd.eq(last_now & (k_now == groups - 1))
+        with m.If(issue_first_k):
+            m.d.sync += [cur_lanes.eq(chunk.payload.lanes), cur_first.eq(chunk.payload.first),
+                         cur_last.eq(chunk.payload.last),
+                         group_base.eq(Mux(chunk.payload.first, 0, group_base + groups))]
+        with m.If(issue):
+            with m.If(k_now == groups - 1):
+                m.d.sync += [issuing.eq(0), k.eq(0)]
+            with m.Else():
+                m.d.sync += [issuing.eq(1), k.eq(k_now + 1)]
+            with m.If(last_cmd):
+                m.d.sync += cbank.eq(~cbank)
+
+        # Delay line: what each command's results mean, aligned with the tiles' latency.
+        meta = data.StructLayout({"valid": 1, "j0": 16, "first": 1, "last": 1, "bank": 1})
+        stage = Signal(meta)
+        m.d.comb += [stage.valid.eq(issue), stage.j0.eq(k_now * P), stage.first.eq(first_now),
+                     stage.last.eq(last_cmd), stage.bank.eq(cbank)]
+        for i in range(self.tile_latency):
+            nxt = Signal(meta, name=f"meta{i}")
+            m.d.sync += nxt.eq(stage)
+            stage = nxt
+
+        # -- accumulators -------------------------------------------------------------
+        acc = [[[Signal(signed(32), name=f"acc{b}_{t}_{j}") for j in range(R)]
+                for t in range(T)] for b in range(2)]
+        overflow = Signal()
+        with m.If(stage.valid):
+            for b in range(2):
+                for t, tile in enumerate(self._tiles):
+                    for j in range(R):
+                        dot = tile.res.payload.dot[j % P]
+                        value, ovf = saturating_add(acc[b][t][j], dot)
+                        with m.If((stage.bank == b) & (stage.j0 == j - j % P)):
+                            with m.If(stage.first):
+                                m.d.sync += acc[b][t][j].eq(dot)
+                            with m.Else():
+                                m.d.sync += acc[b][t][j].eq(value)
+                                with m.If(ovf):
+                                    m.d.comb += overflow.eq(1)
+        with m.If(overflow):
+            m.d.sync += self.saturated.eq(1)
+
+        # -- output engine --------------------------------------------------------------
+        obank = Signal()
+        oj = Signal(16)
+        feeding = Signal()
+        m.d.comb += feeding.eq(bank_full.bit_select(obank, 1))
+        stage_ready = self._stages[0].inp.ready
+        raw = d.o_type.encoding == OutputKind.RAW32.value
+        for t, st in enumerate(self._stages):
+            sel_acc = Signal(signed(32), name=f"oacc{t}")
+            sel_bias = Signal(signed(32), name=f"obias{t}")
+            sel_mult = Signal(signed(16), name=f"omult{t}")
+            sel_shift = Signal(6, name=f"oshift{t}")
+            with m.Switch(oj):
+                for j in range(R):
+                    with m.Case(j):
+                        m.d.comb += [sel_acc.eq(Mux(obank, acc[1][t][j], acc[0][t][j])),
+                                     sel_bias.eq(bias[t][j]), sel_mult.eq(mult[t][j]),
+                                     sel_shift.eq(shift[t][j])]
+            m.d.comb += [
+                st.inp.valid.eq(feeding),
+                st.inp.payload.acc.eq(sel_acc),
+                st.inp.payload.bias.eq(sel_bias),
+                st.inp.payload.mult.eq(sel_mult),
+                st.inp.payload.shift.eq(sel_shift),
+                st.inp.payload.relu.eq(d.relu),
+                st.inp.payload.out_kind.eq(d.o_type.encoding),
+                st.inp.payload.out_bits.eq(d.o_type.bits),
+                st.inp.payload.tag.eq(oj == d.cpt - 1),
+            ]
+        set_full = Signal(2)
+        clear_full = Signal(2)
+        with m.If(stage.valid & stage.last):
+            m.d.comb += set_full.bit_select(stage.bank, 1).eq(1)
+        with m.If(feeding & stage_ready):
+            with m.If(oj == d.cpt - 1):
+                m.d.sync += [oj.eq(0), obank.eq(~obank)]
+                m.d.comb += clear_full.bit_select(obank, 1).eq(1)
+            with m.Else():
+                m.d.sync += oj.eq(oj + 1)
+        m.d.sync += bank_full.eq((bank_full & ~clear_full) | set_full)
+
+        # -- packer -------------------------------------------------------------------------
+        outs = [st.out for st in self._stages]
+        step_valid = outs[0].valid
+        pixel_end = outs[0].payload.tag
+        ch_base = Signal(32)                # first channel of this step: pass*T*cpt + j*T
+        sub = Signal(range(T + 1))           # raw output: channel within the step
+        n_valid = Signal(range(T + 1))
+        remaining = Signal(32)
+        m.d.comb += remaining.eq(d.cout - ch_base)
+        m.d.comb += n_valid.eq(Mux(remaining >= T, T, remaining))
+        b_out = Signal(6)
+        m.d.comb += b_out.eq(Mux(raw, 32, Mux(d.o_type.bits <= 1, 1, Mux(d.o_type.bits == 2, 2, 4))))
+
+        bitpos = Signal(range(AW))           # next free bit in the word buffer
+        wbuf = Signal(AW)
+        wen = Signal(AW // 4)
+        waddr = Signal(self._addr_bits + 1)
+        pix_addr = Signal(32)                # first word of the current output pixel
+        pass_bit = Signal(32)                # first bit of this pass within a pixel
+        pix_count = Signal(32)
+
+        # bits appended this cycle
+        app_bits = Signal(32 * T)
+        app_len = Signal(range(32 * T + 1))
+        last_sub = Signal()
+        with m.If(raw):
+            vals = [o.payload.value for o in outs]
+            sel = Signal(32)
+            with m.Switch(sub):
+                for t in range(T):
+                    with m.Case(t):
+                        m.d.comb += sel.eq(vals[t])
+            m.d.comb += [app_bits.eq(sel), app_len.eq(Mux(sub < n_valid, 32, 0)),
+                         last_sub.eq(sub >= n_valid - 1)]
+        with m.Else():
+            codes = Signal(4 * T)
+            with m.Switch(b_out):
+                for bits in (1, 2, 4):
+                    with m.Case(bits):
+                        m.d.comb += codes.eq(Cat(*[o.payload.code[:bits] for o in outs]))
+            keep = Signal(4 * T)
+            m.d.comb += keep.eq(codes & ((Const(1, 4 * T + 1) << (n_valid * b_out)) - 1))
+            m.d.comb += [app_bits.eq(keep), app_len.eq(n_valid * b_out), last_sub.eq(1)]
+
+        tail_pending = Signal()             # the pixel's last word still to write
+        take = Signal()
+        m.d.comb += take.eq(step_valid & ~tail_pending)
+        for o in outs:
+            m.d.comb += o.ready.eq(take & last_sub)
+        status_sat = Signal()
+        m.d.comb += status_sat.eq(Cat(*[o.payload.saturated for o in outs]).any())
+        with m.If(take & last_sub & status_sat):
+            m.d.sync += self.saturated.eq(1)
+
+        merged = Signal(AW + 32 * T)
+        m.d.comb += merged.eq(wbuf | (app_bits << bitpos))
+        # nibbles touched by this append: [bitpos/4, (bitpos + app_len + 3)/4)
+        nibbles = AW // 4 + 8 * T
+        lo_n = Signal(range(nibbles + 1))
+        hi_n = Signal(range(nibbles + 2))
+        m.d.comb += [lo_n.eq(bitpos >> 2), hi_n.eq((bitpos + app_len + 3) >> 2)]
+        nib_mask = Signal(nibbles)
+        m.d.comb += nib_mask.eq(((Const(1, nibbles + 1) << hi_n) - 1) &
+                                ~((Const(1, nibbles + 1) << lo_n) - 1))
+        merged_en = Signal(nibbles)
+        m.d.comb += merged_en.eq(wen | Mux(app_len != 0, nib_mask, 0))
+        end = Signal(range(AW + 32 * T + 1))
+        m.d.comb += end.eq(bitpos + app_len)
+        flush = Signal()
+        m.d.comb += flush.eq(take & last_sub & pixel_end)
+        write_now = Signal()
+        m.d.comb += write_now.eq(take & ((end >= AW) | flush))
+        pixel_advance = Signal()
+
+        with m.If(run_start):
+            m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0), ch_base.eq(pass_index * T * d.cpt),
+                         bitpos.eq((pass_index * T * d.cpt * b_out) & (AW - 1)),
+                         waddr.eq(d.out_base + ((pass_index * T * d.cpt * b_out) >> exact_log2(AW))),
+                         pass_bit.eq(pass_index * T * d.cpt * b_out), wbuf.eq(0), wen.eq(0), sub.eq(0),
+                         tail_pending.eq(0)]
+        with m.Elif(tail_pending):
+            m.d.sync += tail_pending.eq(0)
+            m.d.comb += pixel_advance.eq(1)
+        with m.Elif(take):
+            with m.If(~last_sub):
+                m.d.sync += sub.eq(sub + 1)
+            with m.Else():
+                m.d.sync += sub.eq(0)
+            with m.If(flush):
+                with m.If(end > AW):
+                    m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
+                                 waddr.eq(waddr + 1), tail_pending.eq(1)]
+                with m.Else():
+                    m.d.comb += pixel_advance.eq(1)
+            with m.Else():
+                with m.If(last_sub):
+                    m.d.sync += ch_base.eq(ch_base + T)
+                with m.If(end >= AW):
+                    m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
+                                 bitpos.eq(end - AW), waddr.eq(waddr + 1)]
+                with m.Else():
+                    m.d.sync += [wbuf.eq(merged[:AW]), wen.eq(merged_en[:AW // 4]),
+                                 bitpos.eq(end)]
+        with m.If(pixel_advance):
+            next_pix = pix_addr + d.out_pixel_words
+            m.d.sync += [
+                wbuf.eq(0), wen.eq(0), pix_addr.eq(next_pix), pix_count.eq(pix_count + 1),
+                bitpos.eq(pass_bit & (AW - 1)),
+                waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
+                ch_base.eq(pass_index * T * d.cpt),
+            ]
+        m.d.comb += run_done.eq(pixel_advance & (pix_count == d.out_h * d.out_w - 1))
+        pack_wr_data = Signal(AW)
+        pack_wr_en = Signal(AW // 4)
+        with m.If(tail_pending):
+            m.d.comb += [pack_wr_data.eq(wbuf), pack_wr_en.eq(wen)]
+        with m.Elif(write_now):
+            m.d.comb += [pack_wr_data.eq(merged[:AW]), pack_wr_en.eq(merged_en[:AW // 4])]
+
+        # -- activation memory ports ----------------------------------------------------------
+        seq_idle = ~self.busy
+        host_take = Signal()
+        m.d.comb += [self.act.ready.eq(1), host_take.eq(self.act.valid)]
+        host_ok = Signal()
+        m.d.comb += host_ok.eq(seq_idle & (self.act.payload.addr < self._act_depth))
+        in_pool = Signal()
+        m.d.sync += in_pool.eq(Mux(pool_start, 1, Mux(pool.done, 0, in_pool)))
+        m.d.comb += [pool.start.eq(pool_start), pool_done.eq(pool.done)]
+        pl = pool.layer
+        m.d.comb += [
+            pl.in_base.eq(d.in_base), pl.out_base.eq(d.out_base), pl.in_h.eq(d.in_h),
+            pl.in_w.eq(d.in_w), pl.pixel_words.eq(d.in_pixel_words),
+            pl.lane.eq(Mux(d.x_type.bits <= 1, LaneWidth.L1,
+                           Mux(d.x_type.bits == 2, LaneWidth.L2, LaneWidth.L4))),
+            pl.encoding.eq(d.x_type.encoding), pl.kh.eq(d.kh), pl.kw.eq(d.kw),
+            pl.stride_h.eq(d.stride_h), pl.stride_w.eq(d.stride_w),
+            pl.out_h.eq(d.out_h), pl.out_w.eq(d.out_w),
+            pool.rd_data.eq(act_rd.data), builder.rd_data.eq(act_rd.data),
+        ]
+        with m.If(in_pool | pool_start):
+            m.d.comb += [act_rd.addr.eq(pool.rd_addr), act_rd.en.eq(pool.rd_en),
+                         act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
+                         act_wr.en.eq(Mux(pool.wr_en, (1 << (AW // 4)) - 1, 0))]
+        with m.Elif(self.busy):
+            m.d.comb += [act_rd.addr.eq(builder.rd_addr), act_rd.en.eq(builder.rd_en),
+                         act_wr.addr.eq(waddr), act_wr.data.eq(pack_wr_data),
+                         act_wr.en.eq(pack_wr_en)]
+        with m.Else():
+            m.d.comb += [act_rd.addr.eq(self.act.payload.addr), act_rd.en.eq(1),
+                         act_wr.addr.eq(self.act.payload.addr), act_wr.data.eq(self.act.payload.data),
+                         act_wr.en.eq(Mux(host_take & host_ok & self.act.payload.write,
+                                          (1 << (AW // 4)) - 1, 0))]
+        resp_read = Signal()
+        m.d.sync += [self.act_resp.valid.eq(host_take),
+                     self.act_resp.payload.error.eq(host_take & ~host_ok),
+                     resp_read.eq(host_take & host_ok & ~self.act.payload.write)]
+        m.d.comb += self.act_resp.payload.data.eq(Mux(resp_read, act_rd.data, 0))
+        return m

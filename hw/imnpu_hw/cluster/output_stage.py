@@ -1,0 +1,278 @@
+"""The per-channel output stage (ARCHITECTURE.md section 1, "Output stage").
+
+For each accumulator::
+
+    t = sat32(acc + bias)
+    p = t * mult                                   # exact, 48-bit
+    q = p >> shift                 if shift == 0
+    q = (p + (1 << (shift-1))) >> shift            else: round half up, arithmetic
+    q = max(q, 0)                  if relu
+    y = clamp(q, lo, hi)           lo, hi of the output type
+    y = +1 if q >= 0 else -1       for a bipolar output
+    y = t                          for a raw int32 output
+
+The rounding shift is computed as ``x = (2 * p) >> shift`` and
+``q = (x >> 1) + x[0]``: bit 0 of ``x`` is bit ``shift - 1`` of ``p`` (0 for
+``shift == 0``), and ``(p + 2**(s-1)) >> s == (p >> s) + p[s-1]``. A raw
+output runs ``t`` through the same datapath with ``mult = 1``, ``shift = 0``
+and no ReLU, so ``q == t``.
+
+The datapath is cut into up to five stages by pipeline registers::
+
+    acc + bias, saturate  |T|  t * mult  |P|  (2p) >> shift  |S|
+    round, ReLU  |Q|  clamp, sign, lane code  |out|
+
+``pipeline_depth`` selects the cuts: 1 = out; 2 = P, out; 3 = T, P, out (the
+32 x 16 multiply alone in its stage); 4 = T, P, S, out; 5 = all.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import saturate
+
+__all__ = [
+    "OutputKind", "OutputStage", "OutputStageInput", "OutputStageOutput",
+    "SHIFT_MAX", "MAX_PIPELINE_DEPTH", "LEGAL_OUT_BITS", "output_lane_width",
+]
+
+SHIFT_MAX = 47
+MAX_PIPELINE_DEPTH = 5
+
+# Register cuts for each pipeline depth (the output register is always there).
+_CUTS = {
+    1: (),
+    2: ("P",),
+    3: ("T", "P"),
+    4: ("T", "P", "S"),
+    5: ("T", "P", "S", "Q"),
+}
+
+
+class OutputKind(enum.Enum, shape=2):
+    """Kind of an output feature (ARCHITECTURE.md section 1).
+
+    The codes match :class:`imnpu_hw.macro.LaneEncoding` for the three lane
+    encodings; ``RAW32`` writes ``t = sat32(acc + bias)`` unchanged (final
+    logits).
+    """
+    UNSIGNED = 0
+    SIGNED = 1
+    BIPOLAR = 2
+    RAW32 = 3
+
+
+#: Legal ``out_bits`` for each kind; ``RAW32`` ignores ``out_bits``.
+LEGAL_OUT_BITS = {
+    OutputKind.SIGNED: (2, 3, 4),
+    OutputKind.UNSIGNED: (1, 2, 3, 4),
+    OutputKind.BIPOLAR: (1,),
+    OutputKind.RAW32: tuple(range(8)),
+}
+
+
+def output_lane_width(bits):
+    """Storage lane width ``L`` of a ``bits``-wide output: 1, 2, 4, 4 for 1..4."""
+    if bits not in (1, 2, 3, 4):
+        raise ValueError(f"bits must be 1..4, not {bits!r}")
+    return {1: 1, 2: 2, 3: 4, 4: 4}[bits]
+
+
+def OutputStageInput(tag_width):
+    """Payload of :attr:`OutputStage.inp`: one accumulator and its channel's parameters."""
+    return data.StructLayout({
+        "acc": signed(32),              # saturated int32 accumulator
+        "bias": signed(32),
+        "mult": signed(16),
+        "shift": unsigned(6),           # legal 0..47
+        "relu": unsigned(1),
+        "out_kind": OutputKind,
+        "out_bits": unsigned(3),        # legal: see LEGAL_OUT_BITS
+        "tag": unsigned(tag_width),     # passed through unchanged
+    })
+
+
+def OutputStageOutput(tag_width):
+    """Payload of :attr:`OutputStage.out`."""
+    return data.StructLayout({
+        "value": signed(32),            # y (RAW32: t; BIPOLAR: +1/-1); 0 on error
+        "code": unsigned(4),            # lane code of y; 0 for RAW32 and on error
+        "saturated": unsigned(1),       # acc + bias saturated
+        "error": unsigned(1),           # shift > 47 or out_bits illegal for out_kind
+        "tag": unsigned(tag_width),
+    })
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")
+
+
+class OutputStage(wiring.Component):
+    """Pipelined per-channel output stage: bias, multiplier, rounding shift, ReLU, clamp.
+
+    Parameters
+    ----------
+    tag_width : int
+        Width of the ``tag`` field passed through with each result (channel,
+        pixel index, ...), at least 1.
+    pipeline_depth : int
+        Register stages, 1 .. :data:`MAX_PIPELINE_DEPTH` (5); the latency in
+        cycles. From 3 on the 32 x 16 multiply has a stage of its own; at 2 the
+        product is registered and the bias addition shares its stage.
+
+    Members
+    -------
+    inp : ``In(stream.Signature(OutputStageInput(tag_width)))``
+        One accumulator with its channel's ``bias``, ``mult``, ``shift``,
+        ``relu`` and output type (``out_kind``, ``out_bits``). One a cycle.
+    out : ``Out(stream.Signature(OutputStageOutput(tag_width)))``
+        Results in input order, ``pipeline_depth`` cycles after acceptance when
+        not stalled. ``value`` is ``y`` as a signed integer; ``code`` is ``y``
+        as a lane code at the storage lane width of ``out_bits`` (1 -> 1 bit,
+        2 -> 2 bits, 3 and 4 -> 4 bits): two's complement for ``SIGNED``, the
+        value for ``UNSIGNED``, 1 for +1 and 0 for -1 for ``BIPOLAR``, 0 for
+        ``RAW32``. ``saturated`` reports that ``acc + bias`` saturated (OR it
+        into the sticky status flag; clamping to the output type does not set
+        it). ``error`` marks ``shift > 47`` or an ``out_bits`` the kind does not
+        have (``SIGNED`` 2..4, ``UNSIGNED`` 1..4, ``BIPOLAR`` 1; ``RAW32`` ignores
+        it); ``value`` and ``code`` are then 0. A stalled ``out`` stalls the
+        whole pipeline (``inp.ready = ~out.valid | out.ready``).
+    busy : ``Out(1)``
+        A result is in flight or waiting in ``out``.
+    """
+
+    def __init__(self, *, tag_width=8, pipeline_depth=3):
+        _positive_int("tag_width", tag_width)
+        _positive_int("pipeline_depth", pipeline_depth)
+        if pipeline_depth > MAX_PIPELINE_DEPTH:
+            raise ValueError(
+                f"pipeline_depth must be 1..{MAX_PIPELINE_DEPTH}, not {pipeline_depth}")
+        self._tag_width = tag_width
+        self._pipeline_depth = pipeline_depth
+        super().__init__({
+            "inp": In(stream.Signature(OutputStageInput(tag_width))),
+            "out": Out(stream.Signature(OutputStageOutput(tag_width))),
+            "busy": Out(1),
+        })
+
+    tag_width = property(lambda self: self._tag_width)
+    pipeline_depth = property(lambda self: self._pipeline_depth)
+    latency = property(lambda self: self._pipeline_depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        cuts = _CUTS[self._pipeline_depth]
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.out.valid | self.out.ready),
+            self.inp.ready.eq(advance),
+        ]
+
+        valids = []
+
+        def stage(name, **values):
+            """Register ``values`` (and their valid) at cut ``name`` if it is one."""
+            if name not in cuts:
+                return values
+            regs = {}
+            for key, value in values.items():
+                reg = Signal(value.shape(), name=f"{name.lower()}_{key}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(value)
+                regs[key] = reg
+            valids.append(regs["valid"])
+            return regs
+
+        inp = self.inp.payload
+        kind, bits = inp.out_kind, inp.out_bits
+        raw = kind == OutputKind.RAW32
+
+        # -- parameter check ------------------------------------------------
+        bits_bad = Signal()
+        with m.Switch(kind):
+            for k in (OutputKind.SIGNED, OutputKind.UNSIGNED, OutputKind.BIPOLAR):
+                with m.Case(k):
+                    lo, hi = min(LEGAL_OUT_BITS[k]), max(LEGAL_OUT_BITS[k])
+                    m.d.comb += bits_bad.eq((bits < lo) | (bits > hi))
+        error = Signal()
+        m.d.comb += error.eq((inp.shift > SHIFT_MAX) | bits_bad)
+
+        ctl = dict(valid=self.inp.valid, tag=inp.tag, error=error,
+                   kind=Signal(OutputKind, name="in_kind"), bits=inp.out_bits)
+        m.d.comb += ctl["kind"].eq(kind)
+
+        # -- t = sat32(acc + bias); raw outputs take mult 1, shift 0, no ReLU
+        t, sat = saturate(inp.acc + inp.bias, 32)
+        s = stage("T", t=t, saturated=sat,
+                  mult=Mux(raw, 1, inp.mult).as_signed(),
+                  shift=Mux(raw, 0, inp.shift), relu=inp.relu & ~raw, **ctl)
+
+        # -- p = t * mult, exact 48 bits -----------------------------------
+        product = Signal(signed(48))
+        m.d.comb += product.eq(s["t"] * s["mult"])
+        ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
+        s = stage("P", p=product, shift=s["shift"], relu=s["relu"],
+                  saturated=s["saturated"], **ctl)
+
+        # -- x = (2p) >> shift: x >> 1 is p >> shift, x[0] is p[shift-1] -----
+        shifted = Signal(signed(49))
+        m.d.comb += shifted.eq(Cat(Const(0, 1), s["p"]).as_signed() >> s["shift"])
+        ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
+        s = stage("S", x=shifted, relu=s["relu"], saturated=s["saturated"], **ctl)
+
+        # -- q = round, then ReLU ------------------------------------------
+        rounded = Signal(signed(48))
+        q = Signal(signed(48))
+        m.d.comb += [
+            rounded.eq((s["x"] >> 1) + s["x"][0]),
+            q.eq(Mux(s["relu"] & rounded[-1], 0, rounded)),
+        ]
+        ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
+        s = stage("Q", q=q, saturated=s["saturated"], **ctl)
+
+        # -- clamp / sign / raw, lane code ----------------------------------
+        q = s["q"]
+        neg = q[-1]
+        value = Signal(signed(32))
+        code = Signal(4)
+        with m.Switch(s["kind"]):
+            with m.Case(OutputKind.SIGNED):
+                with m.Switch(s["bits"]):
+                    for b in LEGAL_OUT_BITS[OutputKind.SIGNED]:
+                        with m.Case(b):
+                            top = q[b - 1:]
+                            hi, lo = (1 << (b - 1)) - 1, -(1 << (b - 1))
+                            m.d.comb += value.eq(
+                                Mux(~neg & top.any(), hi,
+                                    Mux(neg & ~top.all(), lo, q[:b].as_signed())))
+                            lane = output_lane_width(b)
+                            m.d.comb += code.eq(value[:lane])
+            with m.Case(OutputKind.UNSIGNED):
+                with m.Switch(s["bits"]):
+                    for b in LEGAL_OUT_BITS[OutputKind.UNSIGNED]:
+                        with m.Case(b):
+                            hi = (1 << b) - 1
+                            m.d.comb += value.eq(
+                                Mux(neg, 0, Mux(q[b:].any(), hi, q[:b])))
+                            m.d.comb += code.eq(value[:b])
+            with m.Case(OutputKind.BIPOLAR):
+                m.d.comb += [value.eq(Mux(neg, -1, 1)), code.eq(~neg)]
+            with m.Case(OutputKind.RAW32):
+                m.d.comb += value.eq(q[:32])    # q == t, already int32
+
+        with m.If(advance):
+            m.d.sync += [
+                self.out.valid.eq(s["valid"]),
+                self.out.payload.value.eq(Mux(s["error"], 0, value)),
+                self.out.payload.code.eq(Mux(s["error"], 0, code)),
+                self.out.payload.saturated.eq(s["saturated"]),
+                self.out.payload.error.eq(s["error"]),
+                self.out.payload.tag.eq(s["tag"]),
+            ]
+        m.d.comb += self.busy.eq(Cat(*valids, self.out.valid).any())
+        return m

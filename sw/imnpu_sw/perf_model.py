@@ -1,0 +1,157 @@
+"""Analytical cycle model of a cluster layer (ARCHITECTURE.md section 4).
+
+The model follows the sequencer's phases and, for the run of each weight pass,
+the three engines that work concurrently, as a max-plus recurrence over the
+chunks and output pixels (no RTL is simulated):
+
+* patch builder: chunk ``k`` takes ``max(1, words(k))`` cycles and may run one
+  chunk ahead of the compute engine;
+* compute engine: a chunk is taken when it is built, the previous chunk's
+  ``G = cpt / P`` commands are issued and, for a pixel's first chunk, an
+  accumulator bank is free; it then issues ``G`` commands on ``G`` cycles;
+* output engine: ``tile_depth + 1`` cycles after a pixel's last command, its
+  bank feeds ``cpt`` steps into the output stages (one a cycle; a raw int32
+  step takes one cycle per channel), and the packer writes the pixel.
+
+``predict_layer_cycles`` returns the layer's total; :func:`layer_breakdown`
+the parts (descriptor fetch, weight and parameter load, run, stalls) for
+``make perf``.
+"""
+
+from dataclasses import dataclass
+
+__all__ = ["predict_layer_cycles", "layer_breakdown", "LayerBreakdown", "chunk_words"]
+
+FETCH = 1 + 16 + 2          # FETCH_REQ, 16 descriptor words, DECODE, CHECKED
+LAYER_END = 1
+BUILDER_START = 5           # patch builder: first chunk START_LATENCY + cycles(0)
+OUTPUT_DEPTH = 3            # output stage pipeline depth
+MAXPOOL_OVERHEAD = 4
+
+
+@dataclass
+class LayerBreakdown:
+    fetch: int
+    load: int               # weights and parameters, all passes
+    run: int                # compute runs, all passes
+    total: int
+    macs: int = 0
+
+
+def _storage(bits):
+    return {1: 1, 2: 2, 3: 4, 4: 4}[bits]
+
+
+def chunk_words(fields, mapping, W, AW, oy, ox):
+    """Activation words the patch builder reads for each chunk of pixel (oy, ox)."""
+    S = _storage(fields["x_type"]["bits"])
+    lane = mapping.lane
+    NL = W // lane
+    cin = fields["cin"]
+    kh, kw = fields["kh"], fields["kw"]
+    words = []
+    for c in range(mapping.nch):
+        if mapping.spp == 1:
+            positions = range(c * mapping.ppc, min((c + 1) * mapping.ppc, kh * kw))
+        else:
+            positions = [c // mapping.spp]
+        total = 0
+        for p in positions:
+            ky, kx = divmod(p, kw)
+            iy = oy * fields["stride_h"] - fields["pad_h"] + ky
+            ix = ox * fields["stride_w"] - fields["pad_w"] + kx
+            if not (0 <= iy < fields["in_h"] and 0 <= ix < fields["in_w"]):
+                continue
+            if mapping.spp == 1:
+                total += fields["in_pixel_words"]
+            else:
+                s = c % mapping.spp
+                n = min(NL, cin - s * NL)
+                total += -(-(((s * NL * S) % AW) + n * S) // AW)
+        words.append(total)
+    return words
+
+
+def _run_cycles(fields, mapping, config, geometry, pass_index):
+    """Cycles of RUN_START + RUN for one pass."""
+    T, P = geometry.T, geometry.P
+    G = mapping.cpt // P
+    D = config.pipeline_depth
+    AW = geometry.act_word
+    raw = fields["o_type"]["encoding"] == 3
+    b_out = 32 if raw else _storage(fields["o_type"]["bits"])
+    cout = fields["cout"]
+    pass_base = pass_index * T * mapping.cpt
+    pass_bit = pass_base * b_out
+
+    # output engine: service time per step and whether the pixel ends with a tail write
+    steps = []
+    for j in range(mapping.cpt):
+        n = max(0, min(T, cout - pass_base - j * T))
+        steps.append(max(1, n) if raw else 1)
+    bits = sum(max(0, min(T, cout - pass_base - j * T)) * b_out for j in range(mapping.cpt))
+    start = pass_bit % AW
+    # the last append crosses a word boundary -> one more cycle for the tail
+    last_n = max(0, min(T, cout - pass_base - (mapping.cpt - 1) * T)) * (32 if raw else b_out)
+    last_len = 32 if raw else last_n
+    end_bits = start + bits
+    tail = 1 if (end_bits - last_len) % AW + last_len > AW else 0
+
+    t_build = BUILDER_START         # when the builder could present its next chunk, less its cycles
+    taken_prev = -10 ** 9
+    issue_end = -1
+    bank_free = [0, 0]
+    out_end_prev = -1
+    pack_done_prev = -1
+    bank = 0
+    last_done = 0
+    for oy in range(fields["out_h"]):
+        for ox in range(fields["out_w"]):
+            words = chunk_words(fields, mapping, geometry.W, AW, oy, ox)
+            for c, w in enumerate(words):
+                ready = max(t_build + max(1, w), taken_prev + 1)
+                take = max(ready, issue_end + 1)
+                if c == 0:
+                    take = max(take, bank_free[bank])
+                t_build = ready
+                taken_prev = take
+                issue_end = take + G - 1
+            acc_done = issue_end + D             # last result accumulates in this cycle
+            out_start = max(acc_done + 1, out_end_prev + 1)
+            # feeds, with the packer possibly stalling raw steps
+            feed = out_start
+            pack = pack_done_prev
+            for s in steps:
+                arrive = feed + OUTPUT_DEPTH
+                pack = max(arrive, pack + 1) + s - 1
+                feed = max(feed + 1, pack - OUTPUT_DEPTH - s + 2)
+            out_end = feed - 1
+            bank_free[bank] = out_end + 1
+            out_end_prev = out_end
+            pack_done = pack + tail
+            pack_done_prev = pack_done + (1 if tail else 0) - (1 if tail else 0)
+            last_done = pack_done
+            bank ^= 1
+    # RUN_START is cycle 0; RUN ends in the cycle of the last pixel's advance
+    return last_done + 1
+
+
+def layer_breakdown(geometry, config, kind, fields, mapping, pause=0.0):
+    """Predicted cycles of one layer, split into its phases."""
+    slow = 1.0 / (1.0 - pause) if pause else 1.0
+    fetch = 1 + round(16 * slow) + 2
+    if kind == "maxpool":
+        n = fields["out_h"] * fields["out_w"] * fields["in_pixel_words"] * fields["kh"] * fields["kw"]
+        run = n + MAXPOOL_OVERHEAD
+        return LayerBreakdown(fetch, 0, run, fetch + run + LAYER_END)
+    words = geometry.T * mapping.nch * mapping.cpt * geometry.W // 32
+    params = 2 * geometry.T * mapping.cpt
+    load = mapping.passes * (1 + round(words * slow) + 1 + round(params * slow))
+    run = sum(_run_cycles(fields, mapping, config, geometry, p) for p in range(mapping.passes))
+    macs = (fields["out_h"] * fields["out_w"] * fields["cout"] * fields["kh"] * fields["kw"] *
+            fields["cin"])
+    return LayerBreakdown(fetch, load, run, fetch + load + run + LAYER_END, macs)
+
+
+def predict_layer_cycles(geometry, config, kind, fields, mapping, pause=0.0):
+    return layer_breakdown(geometry, config, kind, fields, mapping, pause).total

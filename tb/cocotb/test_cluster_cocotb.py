@@ -1,0 +1,20 @@
+"""The cluster's cocotb regression on the exported Verilog (``make sim K=cluster``)."""
+
+import pytest
+
+from conftest import require, simulators
+from imnpu_sim.cocotb_run import run_cocotb
+
+MODULE = "imnpu_tb.cluster_tests"
+TESTS = ["random_layers", "three_layer_network", "illegal_descriptors", "utilisation"]
+LAYERS = {"tiny": 40, "fpga": 16}
+
+
+@pytest.mark.parametrize("testcase", TESTS)
+@pytest.mark.parametrize("config", ["tiny", "fpga"])
+@pytest.mark.parametrize("sim", simulators())
+def test_cluster(sim, config, testcase):
+    require(sim)
+    tests, failed = run_cocotb(sim, config, MODULE, testcase=testcase, block="cluster",
+                               extra_env={"IMNPU_LAYERS": str(LAYERS[config])})
+    assert tests == 1 and failed == 0, f"{testcase} on {sim}/{config} failed"
