@@ -99,6 +99,32 @@ def port_layouts(config_name, block="tile"):
     return "\n".join(lines)
 
 
+def descriptor_table():
+    """Markdown table of the layer descriptor: word, bits, field, meaning of codes."""
+    from amaranth.lib import data
+    from imnpu_hw.cluster.descriptor import Descriptor
+
+    rows = ["| word | bits | field |", "| --- | --- | --- |"]
+
+    def walk(layout, base, prefix):
+        for name, field in layout:
+            if name.startswith("_"):
+                continue
+            shape = field.shape
+            offset = base + field.offset
+            if isinstance(shape, data.StructLayout) or hasattr(shape, "_AggregateMeta__layout"):
+                walk(data.Layout.cast(shape), offset, f"{prefix}{name}.")
+                continue
+            width = field.width
+            word, lo = divmod(offset, 32)
+            hi = lo + width - 1
+            kind = getattr(shape, "__name__", "")
+            rows.append(f"| {word} | {hi}:{lo} | `{prefix}{name}`{f' ({kind})' if kind else ''} |")
+
+    walk(Descriptor, 0, "")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     from imnpu_hw import CONFIGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,7 +132,12 @@ def main(argv=None):
     parser.add_argument("--block", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
     parser.add_argument("--layouts", action="store_true",
                         help="print the ports and their payload bit fields instead")
+    parser.add_argument("--descriptor", action="store_true",
+                        help="print the layer descriptor format (Markdown) instead")
     args = parser.parse_args(argv)
+    if args.descriptor:
+        print(descriptor_table())
+        return 0
     if args.layouts:
         for config in args.config:
             for block in args.block:

@@ -3,7 +3,10 @@
 Prints, per named configuration, the tile's and the whole IMNPU's peak
 multiply-accumulates per cycle at each lane width (``C * T * P * W / L``,
 ARCHITECTURE.md section 4), then runs the tile throughput test on Verilator
-and prints the cycles it measured on the RTL.
+and prints the cycles it measured on the RTL; then runs representative layers
+through the cluster (``tiny`` and ``fpga``) and prints per-layer cycles, the
+analytical model's prediction and the MAC utilisation
+(useful MACs / (cycles * peak)).
 """
 
 import argparse
@@ -54,7 +57,28 @@ def main(argv=None):
         print(f"{row['config']:8s} {row['commands']:8d} {row['cycles_accept']:13d} "
               f"{row['cycles_total']:12d} {row['latency']:7d} {row['rows_per_cycle']:10.2f} "
               f"{macs:13.0f}")
-    print(f"\n(measurements also in {PERF}/tile_throughput_*.json)")
+    print()
+    for cfg in configs:
+        if cfg.name == "seed":
+            continue    # the seed cluster is exported, not simulated here (size)
+        tests, failed = run_cocotb(args.sim, cfg.name, "imnpu_tb.cluster_tests",
+                                   testcase="utilisation", block="cluster", waves=False)
+        if failed:
+            print(f"cluster utilisation run FAILED on {cfg.name}")
+            return 1
+        cases = json.loads((PERF / f"cluster_layers_{cfg.name}_{args.sim}.json").read_text())
+        print(f"cluster layers on {cfg.name} (T={cfg.T}, R={cfg.R}, W={cfg.W}, P={cfg.P}), "
+              f"cycles measured on the RTL ({args.sim}) and predicted by imnpu_sw.perf_model")
+        print(f"  {'layer':24s} {'in (HxWxC)':>12s} {'out C':>5s} {'L':>2s} {'nch':>3s} {'cpt':>3s} "
+              f"{'passes':>6s} {'cycles':>7s} {'model':>7s} {'MACs':>9s} {'util':>6s}")
+        for c in cases:
+            f, m = c["fields"], c["mapping"]
+            shape = f"{f['in_h']}x{f['in_w']}x{f['cin']}"
+            print(f"  {c['name']:24s} {shape:>12s} {f['cout']:5d} {m['lane']:2d} {m['nch']:3d} "
+                  f"{m['cpt']:3d} {m['passes']:6d} {c['cycles']:7d} {c['predicted']:7d} "
+                  f"{c['macs']:9d} {100 * c['utilisation']:5.1f}%")
+        print()
+    print(f"(measurements also in {PERF}/)")
     return 0
 
 

@@ -27,6 +27,7 @@ LAYER_END = 1
 BUILDER_START = 5           # patch builder: first chunk START_LATENCY + cycles(0)
 OUTPUT_DEPTH = 3            # output stage pipeline depth
 MAXPOOL_OVERHEAD = 4
+BANKS = 3                   # accumulator banks
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
     t_build = BUILDER_START         # when the builder could present its next chunk, less its cycles
     taken_prev = -10 ** 9
     issue_end = -1
-    bank_free = [0, 0]
+    bank_free = [0] * BANKS
     out_end_prev = -1
     pack_done_prev = -1
     bank = 0
@@ -131,7 +132,7 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
             pack_done = pack + tail
             pack_done_prev = pack_done + (1 if tail else 0) - (1 if tail else 0)
             last_done = pack_done
-            bank ^= 1
+            bank = (bank + 1) % BANKS
     # RUN_START is cycle 0; RUN ends in the cycle of the last pixel's advance
     return last_done + 1
 

@@ -7,7 +7,7 @@ from imnpu_sim.cocotb_run import run_cocotb
 
 MODULE = "imnpu_tb.cluster_tests"
 TESTS = ["random_layers", "three_layer_network", "illegal_descriptors", "utilisation"]
-LAYERS = {"tiny": 40, "fpga": 16}
+LAYERS = {"tiny": 48, "fpga": 40}
 
 
 @pytest.mark.parametrize("testcase", TESTS)

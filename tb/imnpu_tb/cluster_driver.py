@@ -120,8 +120,8 @@ class ClusterHost:
         dut.act__valid.value = 0
         return out
 
-    async def run(self, desc_addr, max_cycles):
-        """Start the list at ``desc_addr``; return ``(error_code, cycles, saturated)``."""
+    async def start(self, desc_addr):
+        """Pulse ``start`` for the list at ``desc_addr``."""
         dut = self.dut
         await FallingEdge(dut.clk)
         dut.desc_addr.value = desc_addr
@@ -129,6 +129,15 @@ class ClusterHost:
         await FallingEdge(dut.clk)
         dut.start.value = 0
         self.layers = []
+
+    async def run(self, desc_addr, max_cycles):
+        """Start the list at ``desc_addr``; return ``(error_code, cycles, saturated)``."""
+        await self.start(desc_addr)
+        return await self.wait_done(max_cycles)
+
+    async def wait_done(self, max_cycles):
+        """Wait for ``done``, recording layers; a hang fails after ``max_cycles``."""
+        dut = self.dut
         for cycle in range(max_cycles):
             await RisingEdge(dut.clk)
             await ReadOnly()

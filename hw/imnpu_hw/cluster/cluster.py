@@ -11,7 +11,7 @@ tiles, and runs the layer:
   feature register in the cycle of the chunk's first command, then issues one
   command a cycle for the ``cpt / P`` row groups of that chunk, so the builder
   already works on the next chunk while the tiles compute.
-* Tile results accumulate (int32, saturating, sticky flag) in one of two
+* Tile results accumulate (int32, saturating, sticky flag) in one of three
   accumulator banks; when a pixel's last chunk is in, the bank goes to the
   ``T`` output stages (channel ``j*T + t`` of the pass on stage ``t``) while
   the next pixel accumulates in the other bank.
@@ -25,7 +25,7 @@ host reads and writes the activation memory through ``act`` while the cluster
 is idle.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,6 +42,9 @@ from .patch_builder import PatchBuilder
 __all__ = ["Cluster", "MemRequest", "MemResponse"]
 
 SYSTEM_WORD = 32
+#: accumulator banks: one pixel accumulates while one is in the output stages and a
+#: third can start before the oldest is fully read out
+BANKS = 3
 #: largest tensor height, width or channel count a descriptor may name
 MAX_DIM = 4096
 
@@ -488,12 +491,15 @@ class Cluster(wiring.Component):
         cur_lanes = Signal.like(builder.chunk.payload.lanes)
         cur_first = Signal()
         cur_last = Signal()
-        bank_full = Signal(2)
-        cbank = Signal()                    # bank the compute engine accumulates into
+        bank_full = Signal(BANKS)
+        cbank = Signal(range(BANKS))        # bank the compute engine accumulates into
         chunk = builder.chunk
 
         can_take = Signal()
-        m.d.comb += can_take.eq(chunk.valid & (~chunk.payload.first | ~bank_full.bit_select(cbank, 1)))
+        # A pixel owns its bank from its first command until the output stages have
+        # read it, so results in flight never meet an older pixel's accumulators.
+        bank_busy = Signal(BANKS)
+        m.d.comb += can_take.eq(chunk.valid & (~chunk.payload.first | ~bank_busy.bit_select(cbank, 1)))
         issue = Signal()
         issue_first_k = Signal()
         m.d.comb += issue_first_k.eq(~issuing & can_take)
@@ -535,10 +541,11 @@ class Cluster(wiring.Component):
             with m.Else():
                 m.d.sync += [issuing.eq(1), k.eq(k_now + 1)]
             with m.If(last_cmd):
-                m.d.sync += cbank.eq(~cbank)
+                m.d.sync += cbank.eq(Mux(cbank == BANKS - 1, 0, cbank + 1))
 
         # Delay line: what each command's results mean, aligned with the tiles' latency.
-        meta = data.StructLayout({"valid": 1, "j0": 16, "first": 1, "last": 1, "bank": 1})
+        meta = data.StructLayout({"valid": 1, "j0": 16, "first": 1, "last": 1,
+                                  "bank": range(BANKS)})
         stage = Signal(meta)
         m.d.comb += [stage.valid.eq(issue), stage.j0.eq(k_now * P), stage.first.eq(first_now),
                      stage.last.eq(last_cmd), stage.bank.eq(cbank)]
@@ -549,10 +556,10 @@ class Cluster(wiring.Component):
 
         # -- accumulators -------------------------------------------------------------
         acc = [[[Signal(signed(32), name=f"acc{b}_{t}_{j}") for j in range(R)]
-                for t in range(T)] for b in range(2)]
+                for t in range(T)] for b in range(BANKS)]
         overflow = Signal()
         with m.If(stage.valid):
-            for b in range(2):
+            for b in range(BANKS):
                 for t, tile in enumerate(self._tiles):
                     for j in range(R):
                         dot = tile.res.payload.dot[j % P]
@@ -568,7 +575,7 @@ class Cluster(wiring.Component):
             m.d.sync += self.saturated.eq(1)
 
         # -- output engine --------------------------------------------------------------
-        obank = Signal()
+        obank = Signal(range(BANKS))
         oj = Signal(16)
         feeding = Signal()
         m.d.comb += feeding.eq(bank_full.bit_select(obank, 1))
@@ -582,7 +589,7 @@ class Cluster(wiring.Component):
             with m.Switch(oj):
                 for j in range(R):
                     with m.Case(j):
-                        m.d.comb += [sel_acc.eq(Mux(obank, acc[1][t][j], acc[0][t][j])),
+                        m.d.comb += [sel_acc.eq(Array(acc[b][t][j] for b in range(BANKS))[obank]),
                                      sel_bias.eq(bias[t][j]), sel_mult.eq(mult[t][j]),
                                      sel_shift.eq(shift[t][j])]
             m.d.comb += [
@@ -596,17 +603,21 @@ class Cluster(wiring.Component):
                 st.inp.payload.out_bits.eq(d.o_type.bits),
                 st.inp.payload.tag.eq(oj == d.cpt - 1),
             ]
-        set_full = Signal(2)
-        clear_full = Signal(2)
+        set_full = Signal(BANKS)
+        clear_full = Signal(BANKS)
         with m.If(stage.valid & stage.last):
             m.d.comb += set_full.bit_select(stage.bank, 1).eq(1)
         with m.If(feeding & stage_ready):
             with m.If(oj == d.cpt - 1):
-                m.d.sync += [oj.eq(0), obank.eq(~obank)]
+                m.d.sync += [oj.eq(0), obank.eq(Mux(obank == BANKS - 1, 0, obank + 1))]
                 m.d.comb += clear_full.bit_select(obank, 1).eq(1)
             with m.Else():
                 m.d.sync += oj.eq(oj + 1)
         m.d.sync += bank_full.eq((bank_full & ~clear_full) | set_full)
+        reserve = Signal(BANKS)
+        with m.If(issue_first_k & chunk.payload.first):
+            m.d.comb += reserve.bit_select(cbank, 1).eq(1)
+        m.d.sync += bank_busy.eq((bank_busy & ~clear_full) | reserve)
 
         # -- packer -------------------------------------------------------------------------
         outs = [st.out for st in self._stages]
@@ -617,7 +628,7 @@ class Cluster(wiring.Component):
         n_valid = Signal(range(T + 1))
         remaining = Signal(32)
         m.d.comb += remaining.eq(d.cout - ch_base)
-        m.d.comb += n_valid.eq(Mux(remaining >= T, T, remaining))
+        m.d.comb += n_valid.eq(Mux(ch_base >= d.cout, 0, Mux(remaining >= T, T, remaining)))
         b_out = Signal(6)
         m.d.comb += b_out.eq(Mux(raw, 32, Mux(d.o_type.bits <= 1, 1, Mux(d.o_type.bits == 2, 2, 4))))
 

@@ -1,0 +1,77 @@
+"""The cluster in Amaranth's simulator: random layers bit-exact, cycle model exact.
+
+The cocotb regression (``make sim K=cluster``) runs many more layers on the
+exported Verilog; this is the fast check.
+"""
+
+import numpy as np
+import pytest
+
+from imnpu_hw import get_config
+from imnpu_hw.cluster.cluster import Cluster
+from imnpu_hw.cluster.descriptor import ClusterError
+from imnpu_sw.compiler import compile_network, reference
+from imnpu_sw.mapping import ClusterGeometry, MappingError
+from imnpu_sw.perf_model import predict_layer_cycles
+from imnpu_sw.tensor import pack_tensor, unpack_tensor
+from imnpu_tb.cluster_amaranth import run_cluster
+from imnpu_tb.cluster_tests import TYPES, random_layer
+
+SEED = 1124
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = get_config("tiny")
+    return cfg, ClusterGeometry.from_config(cfg, 32)
+
+
+def _cluster(cfg):
+    return Cluster(tiles=cfg.T, rows=cfg.R, width=cfg.W, parallel=cfg.P, act_bytes=cfg.A,
+                   tile_depth=cfg.pipeline_depth)
+
+
+def test_random_layers(tiny, monkeypatch):
+    cfg, geo = tiny
+    import imnpu_tb.cluster_tests as ct
+    monkeypatch.setattr(ct, "CONFIG", cfg)
+    print(f"seed {SEED}")
+    rng = np.random.default_rng(SEED)
+    done = 0
+    while done < 10:
+        x_type = TYPES[done % len(TYPES)]
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 9)))
+        x = x_type.random(rng, shape)
+        layer = random_layer(rng, shape, x_type)
+        try:
+            prog = compile_network(geo, shape, x_type, [layer])
+        except MappingError:
+            continue
+        done += 1
+        kind, fields, mapping = prog.layers[0]
+        H, W, C = prog.output_shape
+        result = run_cluster(_cluster(cfg), prog.memory, prog.input_base,
+                             pack_tensor(x, x_type, 32), prog.output_base,
+                             H * W * fields["out_pixel_words"], prog.desc_addr)
+        assert result["error"] == ClusterError.NONE
+        expected, saturated = reference(x, [layer])
+        if prog.output_type == "int32":
+            got = np.array([w - (1 << 32) if w >> 31 else w for w in result["output"]])
+            got = got.reshape(H, W, C)
+        else:
+            got = unpack_tensor(result["output"], (H, W, C), prog.output_type, 32)
+        assert (got == expected).all(), f"{kind} layer {done} differs"
+        assert result["saturated"] == int(saturated)
+        assert result["layers"] == [predict_layer_cycles(geo, cfg, kind, fields, mapping)]
+
+
+@pytest.mark.parametrize("kwargs,exc,message", [
+    (dict(tiles=0, rows=8, width=64, act_bytes=1024), ValueError, "tiles must be positive"),
+    (dict(tiles=2, rows=8, width=48, act_bytes=1024), ValueError, "multiple of 32"),
+    (dict(tiles=2, rows=8, width=64, act_bytes=1024, act_word=16), ValueError, "act_word"),
+    (dict(tiles=2, rows=8, width=64, act_bytes=1030), ValueError, "act_bytes"),
+    (dict(tiles=2.0, rows=8, width=64, act_bytes=1024), TypeError, "tiles must be an integer"),
+])
+def test_bad_parameters(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        Cluster(**kwargs)
