@@ -14,7 +14,15 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from .hdl_compat import settle_combinational
+
 __all__ = ["SystemMemory", "ClusterHost"]
+
+
+def _high(signal):
+    """A 1-bit output is high. Before its first input event Icarus leaves a
+    combinational output of Amaranth's ``always @*`` blocks at X: not high."""
+    return str(signal.value) == "1"
 
 
 class SystemMemory:
@@ -45,9 +53,9 @@ class SystemMemory:
                 dut.mem_resp__valid.value = 1
                 dut.mem_resp__payload.value = data | (err << 32)
             await ReadOnly()
-            if beat is not None and int(dut.mem_resp__ready.value):
+            if beat is not None and _high(dut.mem_resp__ready):
                 self._pending.popleft()
-            if int(dut.mem_req__valid.value):
+            if _high(dut.mem_req__valid):
                 payload = int(dut.mem_req__payload.value)
                 addr, length = payload & 0xFFFFFFFF, (payload >> 32) & 0xFFFF
                 self.requests.append((addr, length))
@@ -63,6 +71,7 @@ class ClusterHost:
 
     async def start_clock(self):
         dut = self.dut
+        settle_combinational(dut)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         dut.start.value = 0
         dut.desc_addr.value = 0
@@ -141,9 +150,9 @@ class ClusterHost:
         for cycle in range(max_cycles):
             await RisingEdge(dut.clk)
             await ReadOnly()
-            if int(dut.layer_done.value):
+            if _high(dut.layer_done):
                 self.layers.append((int(dut.layer_index.value) - 1, int(dut.layer_cycles.value)))
-            if int(dut.done.value):
+            if _high(dut.done):
                 return (int(dut.error_code.value), int(dut.cycles.value),
                         int(dut.saturated.value))
         raise AssertionError(f"cluster did not finish within {max_cycles} cycles (hang)")

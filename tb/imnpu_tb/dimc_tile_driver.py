@@ -22,6 +22,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from imnpu_hw.macro import DIMCTile
 
 from .dimc_tile_model import Bus, Cmd, Feat, TileModel, cmd_bits
+from .hdl_compat import settle_combinational
 
 __all__ = ["TileDriver", "tile_for"]
 
@@ -61,6 +62,7 @@ class TileDriver:
 
     async def start(self):
         dut = self.dut
+        settle_combinational(dut)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         for name in ("bus", "feat", "cmd"):
             getattr(dut, f"{name}__valid").value = 0
