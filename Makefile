@@ -8,7 +8,8 @@ STAMP   := $(VENV)/.installed
 SIM     ?= verilator
 K       ?=
 WAVES   ?= 0
-CONFIGS ?= tiny fpga seed
+CONFIGS ?=
+CONFIGFLAG = $(if $(CONFIGS),--config $(CONFIGS))
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
@@ -19,7 +20,7 @@ help:
 	@echo "make sim [SIM=verilator|icarus] [K=expr] [WAVES=1]  cocotb regression on one simulator"
 	@echo "make test        unit tests, reference tests, lint, cocotb on Verilator and Icarus"
 	@echo "make unit        fast Amaranth-simulator and reference-kernel tests"
-	@echo "make verilog     export Verilog of every block for CONFIGS='$(CONFIGS)' to build/verilog/"
+	@echo "make verilog [CONFIGS='tiny fpga seed']  export Verilog of every block to build/verilog/"
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make venv        create .venv and install the project (done by every target)"
@@ -34,10 +35,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 verilog: $(STAMP)
-	$(PY) -m imnpu_sim.export --config $(CONFIGS)
+	$(PY) -m imnpu_sim.export $(CONFIGFLAG)
 
 lint: $(STAMP)
-	$(PY) -m imnpu_sim.lint --config $(CONFIGS)
+	$(PY) -m imnpu_sim.lint $(CONFIGFLAG)
 
 # The cocotb regression on one simulator; K selects tests by pytest -k expression.
 sim: $(STAMP)
@@ -51,11 +52,11 @@ cocotb: $(STAMP)
 
 test: $(STAMP)
 	$(PYTEST) -q tb/unit
-	$(PY) -m imnpu_sim.lint --config $(CONFIGS)
+	$(PY) -m imnpu_sim.lint $(CONFIGFLAG)
 	IMNPU_SIMS=verilator,icarus $(PYTEST) -v -m cocotb tb/cocotb
 
 perf: $(STAMP)
-	$(PY) -m imnpu_sim.perf --config $(CONFIGS)
+	$(PY) -m imnpu_sim.perf $(CONFIGFLAG)
 
 clean:
 	rm -rf build

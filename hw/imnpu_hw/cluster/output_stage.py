@@ -29,6 +29,7 @@ The datapath is cut into up to five stages by pipeline registers::
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
+from ..params import positive_int
 
 from .accumulator import saturate
 
@@ -104,13 +105,6 @@ def OutputStageOutput(tag_width):
     })
 
 
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
-
-
 class OutputStage(wiring.Component):
     """Pipelined per-channel output stage: bias, multiplier, rounding shift, ReLU, clamp.
 
@@ -146,8 +140,8 @@ class OutputStage(wiring.Component):
     """
 
     def __init__(self, *, tag_width=8, pipeline_depth=3):
-        _positive_int("tag_width", tag_width)
-        _positive_int("pipeline_depth", pipeline_depth)
+        positive_int("tag_width", tag_width)
+        positive_int("pipeline_depth", pipeline_depth)
         if pipeline_depth > MAX_PIPELINE_DEPTH:
             raise ValueError(
                 f"pipeline_depth must be 1..{MAX_PIPELINE_DEPTH}, not {pipeline_depth}")

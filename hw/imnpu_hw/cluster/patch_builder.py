@@ -87,6 +87,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from ..macro.dimc_tile import LaneEncoding, LaneWidth
+from ..params import positive_int
 
 __all__ = ["PatchLayer", "PatchChunk", "PatchBuilder", "chunk_words", "START_LATENCY"]
 
@@ -138,13 +139,6 @@ def PatchChunk(width):
         "pixel_last": unsigned(1),       # chunk of the pass's last output pixel
         "pass_last": unsigned(1),        # chunk of the layer's last pass
     })
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
 
 
 def chunk_words(*, width, word_width, in_h, in_w, cin, in_lane, lane, kh, kw,
@@ -246,7 +240,7 @@ class PatchBuilder(wiring.Component):
         for name, value in (("width", width), ("word_width", word_width), ("depth", depth),
                             ("max_dim", max_dim), ("max_kernel", max_kernel),
                             ("max_passes", max_passes)):
-            _positive_int(name, value)
+            positive_int(name, value)
         if width % 4:
             raise ValueError(f"width must be a multiple of 4, not {width}")
         if word_width % 4:

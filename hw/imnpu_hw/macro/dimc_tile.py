@@ -17,6 +17,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
+from ..params import positive_int
 
 __all__ = [
     "LaneWidth", "LaneEncoding", "DIMCTile",
@@ -100,13 +101,6 @@ def ComputeResult(row_width, parallel, width):
     })
 
 
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
-
-
 class DIMCTile(wiring.Component):
     """A digital in-memory-computing SRAM tile.
 
@@ -160,7 +154,7 @@ class DIMCTile(wiring.Component):
         for name, value in (("rows", rows), ("width", width), ("parallel", parallel),
                             ("word_width", word_width), ("pipeline_depth", pipeline_depth),
                             ("feature_width", feature_width)):
-            _positive_int(name, value)
+            positive_int(name, value)
         if width % 4:
             raise ValueError(f"width must be a multiple of 4, not {width}")
         if width % word_width:

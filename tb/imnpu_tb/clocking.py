@@ -1,6 +1,27 @@
-"""Simulator quirks of Amaranth's Verilog, handled once for every testbench."""
+"""Clock, reset and simulator start-up shared by every cocotb testbench."""
 
-__all__ = ["settle_combinational"]
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+__all__ = ["settle_combinational", "start_clock_and_reset"]
+
+CLOCK_NS = 10
+
+
+async def start_clock_and_reset(dut, inputs, cycles=3):
+    """Settle the design, start ``clk``, drive ``inputs`` (name -> value) and
+    hold ``rst`` for ``cycles`` clock cycles; returns at a falling edge with
+    reset released."""
+    settle_combinational(dut)
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    for name, value in inputs.items():
+        getattr(dut, name).value = value
+    dut.rst.value = 1
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
 
 
 def settle_combinational(dut, depth=8):
