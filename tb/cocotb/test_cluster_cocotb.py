@@ -6,15 +6,27 @@ from conftest import require, simulators
 from imnpu_sim.cocotb_run import run_cocotb
 
 MODULE = "imnpu_tb.cluster_tests"
-TESTS = ["random_layers", "three_layer_network", "illegal_descriptors", "utilisation"]
+TESTS = ["random_layers", "three_layer_network", "illegal_descriptors"]
 LAYERS = {"tiny": 48, "fpga": 40}
+
+
+def _run(sim, config, testcase):
+    require(sim)
+    tests, failed = run_cocotb(sim, config, MODULE, testcase=testcase, block="cluster",
+                               extra_env={"IMNPU_LAYERS": str(LAYERS[config])})
+    assert tests == 1 and failed == 0, f"{testcase} on {sim}/{config} failed"
 
 
 @pytest.mark.parametrize("testcase", TESTS)
 @pytest.mark.parametrize("config", ["tiny", "fpga"])
 @pytest.mark.parametrize("sim", simulators())
 def test_cluster(sim, config, testcase):
-    require(sim)
-    tests, failed = run_cocotb(sim, config, MODULE, testcase=testcase, block="cluster",
-                               extra_env={"IMNPU_LAYERS": str(LAYERS[config])})
-    assert tests == 1 and failed == 0, f"{testcase} on {sim}/{config} failed"
+    _run(sim, config, testcase)
+
+
+# The utilisation layers (tens of thousands of cycles on the fpga cluster) are
+# a performance measurement (make perf); they run on Verilator only.
+@pytest.mark.parametrize("config", ["tiny", "fpga"])
+@pytest.mark.parametrize("sim", [s for s in simulators() if s.values[0] == "verilator"])
+def test_cluster_utilisation(sim, config):
+    _run(sim, config, "utilisation")
