@@ -224,25 +224,22 @@ class Cluster(wiring.Component):
         overflow = (in_end > self._act_depth) | (out_end > self._act_depth)
         overlap = (d.in_base < out_end) & (d.out_base < in_end)
 
+        # in priority order: the first failing check names the error
+        checks = [
+            (~conv & ~pool, ClusterError.BAD_KIND),
+            (zero, ClusterError.ZERO_DIM),
+            (bad_type, ClusterError.BAD_TYPE),
+            (bad_lane, ClusterError.BAD_LANE),
+            (too_large, ClusterError.KERNEL_TOO_LARGE),
+            (bad_shape, ClusterError.BAD_SHAPE),
+            (bad_mapping, ClusterError.BAD_MAPPING),
+            (overflow, ClusterError.ACT_OVERFLOW),
+            (overlap, ClusterError.OVERLAP),
+        ]
         code = Signal(ClusterError)
-        with m.If(~conv & ~pool):
-            m.d.comb += code.eq(ClusterError.BAD_KIND)
-        with m.Elif(zero):
-            m.d.comb += code.eq(ClusterError.ZERO_DIM)
-        with m.Elif(bad_type):
-            m.d.comb += code.eq(ClusterError.BAD_TYPE)
-        with m.Elif(bad_lane):
-            m.d.comb += code.eq(ClusterError.BAD_LANE)
-        with m.Elif(too_large):
-            m.d.comb += code.eq(ClusterError.KERNEL_TOO_LARGE)
-        with m.Elif(bad_shape):
-            m.d.comb += code.eq(ClusterError.BAD_SHAPE)
-        with m.Elif(bad_mapping):
-            m.d.comb += code.eq(ClusterError.BAD_MAPPING)
-        with m.Elif(overflow):
-            m.d.comb += code.eq(ClusterError.ACT_OVERFLOW)
-        with m.Elif(overlap):
-            m.d.comb += code.eq(ClusterError.OVERLAP)
+        for index, (failed, error) in enumerate(checks):
+            with (m.If if index == 0 else m.Elif)(failed):
+                m.d.comb += code.eq(error)
         return code
 
     # -- elaboration ------------------------------------------------------------
