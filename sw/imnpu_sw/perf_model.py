@@ -93,12 +93,11 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
     bits = sum(max(0, min(T, cout - pass_base - j * T)) * b_out for j in range(mapping.cpt))
     start = pass_bit % AW
     # the last append crosses a word boundary -> one more cycle for the tail
-    last_n = max(0, min(T, cout - pass_base - (mapping.cpt - 1) * T)) * (32 if raw else b_out)
-    last_len = 32 if raw else last_n
+    last_len = 32 if raw else max(0, min(T, cout - pass_base - (mapping.cpt - 1) * T)) * b_out
     end_bits = start + bits
     tail = 1 if (end_bits - last_len) % AW + last_len > AW else 0
 
-    t_build = BUILDER_START         # when the builder could present its next chunk, less its cycles
+    t_build = BUILDER_START         # the builder's previous chunk was ready here
     taken_prev = -10 ** 9
     issue_end = -1
     bank_free = [0] * BANKS
@@ -129,9 +128,7 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
             out_end = feed - 1
             bank_free[bank] = out_end + 1
             out_end_prev = out_end
-            pack_done = pack + tail
-            pack_done_prev = pack_done + (1 if tail else 0) - (1 if tail else 0)
-            last_done = pack_done
+            pack_done_prev = last_done = pack + tail
             bank = (bank + 1) % BANKS
     # RUN_START is cycle 0; RUN ends in the cycle of the last pixel's advance
     return last_done + 1

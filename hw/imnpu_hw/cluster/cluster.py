@@ -369,8 +369,7 @@ class Cluster(wiring.Component):
                     for t, tile in enumerate(self._tiles):
                         m.d.comb += [
                             tile.bus.valid.eq((wl_tile == t) & ~resp.payload.error),
-                            tile.bus.payload.addr.eq(tile.bus_address(0, 0) +
-                                                     (wl_row << ceil_log2(words_per_row)) + wl_word),
+                            tile.bus.payload.addr.eq(tile.bus_address(wl_row, wl_word)),
                             tile.bus.payload.write.eq(1),
                             tile.bus.payload.data.eq(resp.payload.data),
                         ]
