@@ -13,6 +13,8 @@ CONFIGFLAG = $(if $(CONFIGS),--config $(CONFIGS))
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
+# with WAVES=1 show the simulator output, which names every waveform file
+WAVEFLAG = $(if $(filter-out 0,$(WAVES)),-s)
 
 .PHONY: help venv verilog lint sim test unit cocotb perf clean distclean
 
@@ -42,13 +44,13 @@ lint: $(STAMP)
 
 # The cocotb regression on one simulator; K selects tests by pytest -k expression.
 sim: $(STAMP)
-	IMNPU_SIMS=$(SIM) WAVES=$(WAVES) $(PYTEST) -v -m cocotb tb/cocotb $(KFLAG)
+	IMNPU_SIMS=$(SIM) WAVES=$(WAVES) $(PYTEST) -v $(WAVEFLAG) -m cocotb tb/cocotb $(KFLAG)
 
 unit: $(STAMP)
 	$(PYTEST) -q tb/unit $(KFLAG)
 
 cocotb: $(STAMP)
-	IMNPU_SIMS=verilator,icarus WAVES=$(WAVES) $(PYTEST) -v -m cocotb tb/cocotb $(KFLAG)
+	IMNPU_SIMS=verilator,icarus WAVES=$(WAVES) $(PYTEST) -v $(WAVEFLAG) -m cocotb tb/cocotb $(KFLAG)
 
 test: $(STAMP)
 	$(PYTEST) -q tb/unit
