@@ -44,11 +44,12 @@ def _runner(sim, config, block, fault, waves):
 
 
 def run_cocotb(sim, config, test_module, testcase=None, block="tile", fault=None,
-               seed=None, extra_env=None, waves=None):
+               seed=None, extra_env=None, waves=None, quiet=False):
     """Run cocotb tests ``testcase`` of ``test_module``; return ``(tests, failed)``.
 
     With ``waves`` (default: the ``WAVES`` environment variable) the simulator
-    writes a waveform, whose path is printed.
+    writes a waveform, whose path is printed. ``quiet`` sends the simulator's
+    output to ``sim.log`` in the run directory instead of the terminal.
     """
     waves = waves_requested() if waves is None else waves
     runner, module, build_dir = _runner(sim, config, block, fault, waves)
@@ -65,7 +66,8 @@ def run_cocotb(sim, config, test_module, testcase=None, block="tile", fault=None
     try:
         runner.test(test_module=test_module, hdl_toplevel=module, testcase=testcase,
                     seed=seed, extra_env=env, waves=waves, build_dir=build_dir,
-                    test_dir=test_dir, results_xml=str(results), timescale=("1ns", "1ps"))
+                    test_dir=test_dir, results_xml=str(results), timescale=("1ns", "1ps"),
+                    log_file=test_dir / "sim.log" if quiet else None)
     except SystemExit:
         # Under pytest the runner exits when a test fails; the caller decides
         # what a failure means (the mutation check expects one), so report it.

@@ -43,7 +43,7 @@ def main(argv=None):
     rows = []
     for cfg in configs:
         tests, failed = run_cocotb(args.sim, cfg.name, "imnpu_tb.dimc_tile_tests",
-                                   testcase="throughput", waves=False)
+                                   testcase="throughput", waves=False, quiet=True)
         if failed:
             print(f"throughput test FAILED on {cfg.name}")
             return 1
@@ -62,7 +62,8 @@ def main(argv=None):
         if cfg.name == "seed":
             continue    # the seed cluster is exported, not simulated here (size)
         tests, failed = run_cocotb(args.sim, cfg.name, "imnpu_tb.cluster_tests",
-                                   testcase="utilisation", block="cluster", waves=False)
+                                   testcase="utilisation", block="cluster", waves=False,
+                                   quiet=True)
         if failed:
             print(f"cluster utilisation run FAILED on {cfg.name}")
             return 1
