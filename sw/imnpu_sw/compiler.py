@@ -23,28 +23,27 @@ __all__ = ["Conv", "Dense", "MaxPool", "Program", "compile_network", "reference"
 
 
 @dataclass
-class Conv:
-    """conv2d: ``weights`` (Cout, kh, kw, Cin) of ``w_type``; output ``out_type`` or ``"int32"``."""
+class _Weighted:
+    """What conv and dense layers share: weights and the per-channel output stage."""
     weights: np.ndarray
     w_type: OperandType
     bias: np.ndarray
     mult: np.ndarray
     shift: np.ndarray
-    out_type: object
+    out_type: object          # an OperandType or "int32"
+
+
+@dataclass
+class Conv(_Weighted):
+    """conv2d: ``weights`` (Cout, kh, kw, Cin)."""
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     relu: bool = False
 
 
 @dataclass
-class Dense:
+class Dense(_Weighted):
     """Fully connected over the whole input (HWC flattened): ``weights`` (Cout, K)."""
-    weights: np.ndarray
-    w_type: OperandType
-    bias: np.ndarray
-    mult: np.ndarray
-    shift: np.ndarray
-    out_type: object
     relu: bool = False
 
 
