@@ -1,0 +1,1 @@
+"""The IMNPU top level: register map, AXI4-Lite control, clusters with their DMA."""
