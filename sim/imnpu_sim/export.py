@@ -30,10 +30,18 @@ def _cluster(config, fault=None):
                    act_bytes=config.A, act_word=32, tile_depth=config.pipeline_depth)
 
 
+def _top(config, fault=None):
+    from imnpu_hw.top import IMNPU
+    if fault is not None:
+        raise ValueError("the top level has no fault variants")
+    return IMNPU(config)
+
+
 #: block name -> (Verilog module name, constructor from a config)
 BLOCKS = {
     "tile": ("dimc_tile", _tile),
     "cluster": ("cluster", _cluster),
+    "top": ("imnpu", _top),
 }
 
 
@@ -42,6 +50,7 @@ BLOCKS = {
 DEFAULT_CONFIGS = {
     "tile": ("tiny", "fpga", "seed"),
     "cluster": ("tiny", "fpga"),
+    "top": ("tiny", "fpga"),
 }
 
 
