@@ -40,7 +40,7 @@ from .maxpool import MaxPoolUnit
 from .output_stage import OutputKind, OutputStage
 from .patch_builder import PatchBuilder
 
-__all__ = ["Cluster", "MemRequest", "MemResponse"]
+__all__ = ["Cluster", "MemRequest", "MemResponse", "RESIDENT_WEIGHTS"]
 
 SYSTEM_WORD = 32
 #: accumulator banks: one pixel accumulates while one is in the output stages and a
@@ -48,6 +48,10 @@ SYSTEM_WORD = 32
 BANKS = 3
 #: largest tensor height, width or channel count a descriptor may name
 MAX_DIM = 4096
+
+#: descriptor ``weights`` value meaning "the weights are already in the tiles" (loaded
+#: by the host through ``tile_bus``); legal only with ``passes == 1``
+RESIDENT_WEIGHTS = 0xFFFFFFFF
 
 MemRequest = data.StructLayout({"addr": 32, "length": 16})
 MemResponse = data.StructLayout({"data": 32, "error": 1})
@@ -90,6 +94,12 @@ class Cluster(wiring.Component):
     act : ``In(stream.Signature(BusRequest))``, act_resp : response
         Host access to the activation memory (word address), as the tile's
         memory-mode port; refused with ``error`` while busy.
+    tile_bus : ``In(stream.Signature(BusRequest))``, tile_bus_resp : response
+        Host access to the tile arrays in memory mode: ``addr`` is
+        ``tile << tile_addr_bits | tile.bus_address(row, word)`` (32-bit words);
+        refused with ``error`` while busy or for a tile ``>= T``. Weights
+        loaded this way are used by layers whose descriptor has
+        ``weights = RESIDENT_WEIGHTS``.
     """
 
     def __init__(self, *, tiles, rows, width, parallel=1, act_bytes, act_word=32,
@@ -117,6 +127,8 @@ class Cluster(wiring.Component):
         self._stages = [OutputStage(tag_width=1, pipeline_depth=output_depth)
                         for _ in range(tiles)]
         self._addr_bits = max(1, ceil_log2(self._act_depth))
+        self._tile_addr_bits = len(self._tiles[0].bus.payload.addr)
+        tile_sel_bits = max(1, ceil_log2(tiles))
         super().__init__({
             "start": In(1),
             "desc_addr": In(32),
@@ -133,6 +145,10 @@ class Cluster(wiring.Component):
             "act": In(stream.Signature(BusRequest(self._addr_bits, act_word))),
             "act_resp": Out(wiring.Signature({"valid": Out(1),
                                               "payload": Out(BusResponse(act_word))})),
+            "tile_bus": In(stream.Signature(BusRequest(self._tile_addr_bits + tile_sel_bits,
+                                                       SYSTEM_WORD))),
+            "tile_bus_resp": Out(wiring.Signature({"valid": Out(1),
+                                                   "payload": Out(BusResponse(SYSTEM_WORD))})),
         })
 
     T = property(lambda self: self._T)
@@ -142,6 +158,7 @@ class Cluster(wiring.Component):
     act_word = property(lambda self: self._act_word)
     act_depth = property(lambda self: self._act_depth)
     tile_latency = property(lambda self: self._tiles[0].pipeline_depth)
+    tile_addr_bits = property(lambda self: self._tile_addr_bits)
 
     # -- descriptor checks ----------------------------------------------------
 
@@ -220,7 +237,9 @@ class Cluster(wiring.Component):
         words_ok = ((d.in_pixel_words * AW >= d.cin * s_in) &
                     Mux(pool, d.out_pixel_words == d.in_pixel_words,
                         d.out_pixel_words * AW >= d.cout * b_out))
-        bad_mapping = (conv & ~((one_slice | slices) & rows_ok & passes_ok)) | ~words_ok
+        resident_ok = (d.weights != RESIDENT_WEIGHTS) | (d.passes == 1)
+        bad_mapping = ((conv & ~((one_slice | slices) & rows_ok & passes_ok & resident_ok)) |
+                       ~words_ok)
         overflow = (in_end > self._act_depth) | (out_end > self._act_depth)
         overlap = (d.in_base < out_end) & (d.out_base < in_end)
 
@@ -355,7 +374,10 @@ class Cluster(wiring.Component):
                     m.next = "POOL"
                 with m.Else():
                     m.d.sync += [pass_index.eq(0), weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
-                    m.next = "W_REQ"
+                    with m.If(d.weights == RESIDENT_WEIGHTS):
+                        m.next = "P_REQ"
+                    with m.Else():
+                        m.next = "W_REQ"
             with m.State("W_REQ"):
                 m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(weight_ptr),
                              req_len.eq(words_per_pass)]
@@ -766,4 +788,30 @@ class Cluster(wiring.Component):
                      self.act_resp.payload.error.eq(host_take & ~host_ok),
                      resp_read.eq(host_take & host_ok & ~self.act.payload.write)]
         m.d.comb += self.act_resp.payload.data.eq(Mux(resp_read, act_rd.data, 0))
+
+        # -- host access to the tile arrays (the sequencer drives them while busy) ------
+        tb = self.tile_bus
+        tile_sel = tb.payload.addr[self._tile_addr_bits:]
+        tile_ok = Signal()
+        m.d.comb += [tb.ready.eq(1), tile_ok.eq(seq_idle & (tile_sel < T))]
+        with m.If(seq_idle):
+            for t, tile in enumerate(self._tiles):
+                m.d.comb += [
+                    tile.bus.valid.eq(tb.valid & tile_ok & (tile_sel == t)),
+                    tile.bus.payload.addr.eq(tb.payload.addr[:self._tile_addr_bits]),
+                    tile.bus.payload.write.eq(tb.payload.write),
+                    tile.bus.payload.data.eq(tb.payload.data),
+                ]
+        resp_tile = Signal.like(tile_sel)
+        refused = Signal()
+        m.d.sync += [self.tile_bus_resp.valid.eq(tb.valid), refused.eq(tb.valid & ~tile_ok),
+                     resp_tile.eq(tile_sel)]
+        with m.Switch(resp_tile):
+            for t, tile in enumerate(self._tiles):
+                with m.Case(t):
+                    m.d.comb += [self.tile_bus_resp.payload.data.eq(tile.bus_resp.payload.data),
+                                 self.tile_bus_resp.payload.error.eq(
+                                     refused | tile.bus_resp.payload.error)]
+            with m.Default():
+                m.d.comb += self.tile_bus_resp.payload.error.eq(1)
         return m

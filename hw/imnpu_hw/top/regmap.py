@@ -50,7 +50,7 @@ def tile_stride(width, rows):
     is at byte ``4 * (r * 2**ceil(log2(W/32)) + w)``."""
     words = width // 32
     word_bits = max(0, (words - 1).bit_length())
-    row_bits = max(0, (rows - 1).bit_length())
+    row_bits = max(1, (rows - 1).bit_length())
     return 4 << (word_bits + row_bits)
 
 

@@ -1,0 +1,135 @@
+"""The IMNPU top level (ARCHITECTURE.md section 2): ``C`` clusters behind AXI.
+
+``s_axil_*``: AXI4-Lite slave, the register map of :mod:`.regmap` and the
+clusters' memory windows (:mod:`.control`). ``m_axi_*``: AXI4 manager (32-bit
+data), the clusters' DMA engines (:mod:`..interconnect.dma`) arbitrated onto
+one port (:mod:`..interconnect.arbiter`). ``irq``: high while a cluster's
+IRQ_STATUS bit is set and enabled. Clock and reset are the ``sync`` domain
+(``clk``, ``rst``; reset is synchronous and returns every block to idle).
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out, connect
+from amaranth.utils import ceil_log2
+
+from ..cluster.cluster import Cluster
+from ..config import IMNPUConfig
+from ..interconnect.arbiter import AXI4Arbiter
+from ..interconnect.axi import AXI4LiteSignature, AXI4Signature, connect_flat, flat_members
+from ..interconnect.dma import ClusterDMA
+from .control import ControlSlave
+
+__all__ = ["IMNPU"]
+
+#: activation memory word of the clusters (the system word)
+ACT_WORD = 32
+
+
+class IMNPU(wiring.Component):
+    """The accelerator a host talks to.
+
+    Parameters
+    ----------
+    config : IMNPUConfig
+        ``C``, ``T``, ``R``, ``W``, ``P``, ``A`` and the tile pipeline depth.
+
+    Members
+    -------
+    s_axil_* : AXI4-Lite subordinate (``awaddr`` ... ``rready``), 32-bit
+    m_axi_* : AXI4 manager (``awid`` ... ``rready``), 32-bit data, ID = cluster
+    irq : ``Out(1)``
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, IMNPUConfig):
+            raise TypeError(f"config must be an IMNPUConfig, not {config!r}")
+        self._config = config
+        self._id_width = max(1, ceil_log2(config.C))
+        super().__init__({
+            **flat_members("s_axil", AXI4LiteSignature(), manager=False),
+            **flat_members("m_axi", AXI4Signature(id_width=self._id_width), manager=True),
+            "irq": Out(1),
+        })
+
+    config = property(lambda self: self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        m.submodules.control = control = ControlSlave(cfg)
+        m.submodules.arbiter = arbiter = AXI4Arbiter(cfg.C)
+        connect_flat(m, self, "s_axil", control.bus)
+        connect_flat(m, self, "m_axi", arbiter.down)
+        m.d.comb += self.irq.eq(control.irq)
+
+        win = control.win
+        m.d.comb += win.ready.eq(1)
+        win_cluster = Signal.like(win.payload.cluster)
+        win_tile = Signal()
+        m.d.sync += [win_cluster.eq(win.payload.cluster), win_tile.eq(win.payload.tile)]
+
+        for c in range(cfg.C):
+            cluster = Cluster(tiles=cfg.T, rows=cfg.R, width=cfg.W, parallel=cfg.P,
+                              act_bytes=cfg.A, act_word=ACT_WORD, tile_depth=cfg.pipeline_depth)
+            dma = ClusterDMA(act_words=cluster.act_depth, act_addr_bits=len(cluster.act.payload.addr))
+            m.submodules[f"cluster{c}"] = cluster
+            m.submodules[f"dma{c}"] = dma
+            connect(m, dma.axi, arbiter.up[c])
+            connect(m, cluster.mem_req, dma.mem_req)
+            connect(m, dma.mem_resp, cluster.mem_resp)
+            m.d.comb += [
+                cluster.start.eq(dma.cl_start), cluster.desc_addr.eq(dma.cl_desc_addr),
+                dma.cl_done.eq(cluster.done), dma.cl_error.eq(cluster.error_code),
+                dma.start.eq(control.start[c]), dma.job.eq(control.jobs[c]),
+            ]
+            status = control.status[c]
+            layers = Signal(16, name=f"layers{c}")
+            m.d.comb += [
+                status.busy.eq(dma.busy), status.done.eq(dma.done),
+                status.saturated.eq(cluster.saturated), status.error.eq(dma.error),
+                status.layers.eq(layers), status.job_cycles.eq(dma.cycles),
+                status.run_cycles.eq(cluster.cycles), status.layer_cycles.eq(cluster.layer_cycles),
+            ]
+            # layer_index counts from the cluster's start; latch it per job
+            with m.If(cluster.layer_done):
+                m.d.sync += layers.eq(cluster.layer_index + 1)
+            with m.Elif(dma.start & ~dma.busy):
+                m.d.sync += layers.eq(0)
+
+            # the activation port: the DMA's copies while a job runs, the host's window
+            # accesses otherwise (refused by the cluster while it computes)
+            host_act = win.valid & (win.payload.cluster == c) & ~win.payload.tile
+            with m.If(dma.busy):
+                m.d.comb += [cluster.act.valid.eq(dma.act.valid),
+                             cluster.act.payload.eq(dma.act.payload)]
+            with m.Else():
+                m.d.comb += [cluster.act.valid.eq(host_act),
+                             cluster.act.payload.addr.eq(win.payload.addr),
+                             cluster.act.payload.write.eq(win.payload.write),
+                             cluster.act.payload.data.eq(win.payload.data)]
+            m.d.comb += [dma.act.ready.eq(cluster.act.ready),
+                         dma.act_resp.valid.eq(cluster.act_resp.valid & dma.busy),
+                         dma.act_resp.payload.eq(cluster.act_resp.payload)]
+            host_tile = win.valid & (win.payload.cluster == c) & win.payload.tile
+            m.d.comb += [cluster.tile_bus.valid.eq(host_tile & ~dma.busy),
+                         cluster.tile_bus.payload.addr.eq(win.payload.addr),
+                         cluster.tile_bus.payload.write.eq(win.payload.write),
+                         cluster.tile_bus.payload.data.eq(win.payload.data)]
+
+            # window responses: a cycle after the request; refused while the job runs
+            refused = Signal(name=f"refused{c}")
+            m.d.sync += refused.eq(win.valid & (win.payload.cluster == c) & dma.busy)
+            with m.If(win_cluster == c):
+                with m.If(refused):
+                    m.d.comb += [control.win_resp.valid.eq(1),
+                                 control.win_resp.payload.error.eq(1)]
+                with m.Elif(win_tile):
+                    m.d.comb += [control.win_resp.valid.eq(cluster.tile_bus_resp.valid),
+                                 control.win_resp.payload.data.eq(cluster.tile_bus_resp.payload.data),
+                                 control.win_resp.payload.error.eq(cluster.tile_bus_resp.payload.error)]
+                with m.Else():
+                    m.d.comb += [control.win_resp.valid.eq(cluster.act_resp.valid),
+                                 control.win_resp.payload.data.eq(cluster.act_resp.payload.data),
+                                 control.win_resp.payload.error.eq(cluster.act_resp.payload.error)]
+        return m
