@@ -16,7 +16,7 @@ KFLAG    = $(if $(K),-k "$(K)")
 # with WAVES=1 show the simulator output, which names every waveform file
 WAVEFLAG = $(if $(filter-out 0,$(WAVES)),-s)
 
-.PHONY: help venv verilog lint sim test unit cocotb perf clean distclean
+.PHONY: help venv verilog lint sim test unit cocotb perf regs clean distclean
 
 help:
 	@echo "make sim [SIM=verilator|icarus] [K=expr] [WAVES=1]  cocotb regression on one simulator"
@@ -25,6 +25,7 @@ help:
 	@echo "make verilog [CONFIGS='tiny fpga seed']  export Verilog of every block to build/verilog/"
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
+	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
 	@echo "make venv        create .venv and install the project (done by every target)"
 	@echo "make clean       remove build/ (Verilog, simulator builds, waveforms)"
 
@@ -59,6 +60,10 @@ test: $(STAMP)
 
 perf: $(STAMP)
 	$(PY) -m imnpu_sim.perf $(CONFIGFLAG)
+
+# docs/registers.md, the C header and the standalone Python module from hw/imnpu_hw/top/regmap.py
+regs: $(STAMP)
+	$(PY) -m imnpu_sim.regs
 
 clean:
 	rm -rf build
