@@ -19,7 +19,7 @@ from .mapping import (SYSTEM_WORD, ClusterGeometry, MappingError, conv_output, p
 from .tensor import pixel_words, storage_lane
 
 __all__ = ["Conv", "Dense", "MaxPool", "Program", "compile_network", "reference",
-           "encode_descriptor", "end_descriptor"]
+           "encode_descriptor", "end_descriptor", "output_words", "decode_output"]
 
 
 @dataclass
@@ -63,6 +63,21 @@ class Program:
     output_shape: tuple
     output_type: object
     layers: list = field(default_factory=list)   # (kind, descriptor fields, mapping)
+
+
+def output_words(program, act_word=SYSTEM_WORD):
+    """Activation words of ``program``'s output tensor (at ``program.output_base``)."""
+    return _tensor_words(program.output_shape, program.output_type, act_word)
+
+
+def decode_output(program, words, act_word=SYSTEM_WORD):
+    """Values of ``program``'s output tensor from its activation words."""
+    from .tensor import unpack_tensor
+    H, W, C = program.output_shape
+    if program.output_type == "int32":
+        values = [w - (1 << 32) if w >> 31 else w for w in words[:H * W * C]]
+        return np.array(values, dtype=np.int64).reshape(H, W, C)
+    return unpack_tensor(words, (H, W, C), program.output_type, act_word)
 
 
 def _type_fields(t):

@@ -23,6 +23,7 @@ from imnpu_sw.mapping import ClusterGeometry, MappingError
 from imnpu_sw.perf_model import predict_layer_cycles
 from imnpu_sw.tensor import pack_tensor, unpack_tensor
 from imnpu_tb.cluster_driver import ClusterHost, SystemMemory
+from imnpu_tb.stimulus import random_output_stage
 
 CONFIG = get_config(os.environ.get("IMNPU_CONFIG", "tiny"))
 SEED = int(os.environ.get("IMNPU_SEED", "20261124"))
@@ -41,19 +42,7 @@ def _rng(dut, name):
     return np.random.default_rng(seed)
 
 
-def _params(rng, cout, k, x_type, w_type, out_type):
-    """Per-channel bias, mult, shift that keep outputs spread over the output range."""
-    typical = max(1, int(np.sqrt(k) * max(abs(x_type.min), x_type.max) *
-                         max(abs(w_type.min), w_type.max)))
-    bias = rng.integers(-typical, typical + 1, size=cout)
-    if rng.random() < 0.1:
-        bias[rng.integers(0, cout)] = rng.choice([-(2 ** 31), 2 ** 31 - 1])
-    mult = rng.integers(-32768, 32768, size=cout)
-    mult[rng.random(cout) < 0.1] = rng.choice([-32768, 32767, 1, -1, 0])
-    out_bits = 31 if out_type == "int32" else out_type.bits
-    base = max(0, (typical * 32768).bit_length() - out_bits)
-    shift = np.clip(base + rng.integers(-2, 3, size=cout), 0, 47)
-    return bias, mult, shift
+_params = random_output_stage
 
 
 def random_layer(rng, in_shape, x_type, kind=None, w_type=None, out_type=None):

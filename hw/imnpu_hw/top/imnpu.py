@@ -91,9 +91,10 @@ class IMNPU(wiring.Component):
                 status.layers.eq(layers), status.job_cycles.eq(dma.cycles),
                 status.run_cycles.eq(cluster.cycles), status.layer_cycles.eq(cluster.layer_cycles),
             ]
-            # layer_index counts from the cluster's start; latch it per job
+            # layer_index counts the layers since the cluster's start (it has already
+            # advanced when layer_done pulses)
             with m.If(cluster.layer_done):
-                m.d.sync += layers.eq(cluster.layer_index + 1)
+                m.d.sync += layers.eq(cluster.layer_index)
             with m.Elif(dma.start & ~dma.busy):
                 m.d.sync += layers.eq(0)
 

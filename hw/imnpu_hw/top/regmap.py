@@ -140,7 +140,7 @@ CLUSTER_REGISTERS = (
 RESPONSES = (
     ("OKAY", "the access was done"),
     ("SLVERR", "write to a read-only register, write strobes other than 0xF, a job register "
-               "or memory window accessed while its cluster is busy, a tile array or "
+               "written or a memory window accessed while its cluster is busy, a tile array or "
                "activation memory address past its end"),
     ("DECERR", "no register or window at the address (including clusters >= C)"),
 )
