@@ -30,11 +30,27 @@ def _cluster(config, fault=None):
                    act_bytes=config.A, act_word=32, tile_depth=config.pipeline_depth)
 
 
+#: Verilog module of the clusters inside the exported top level
+TOP_CLUSTER_MODULE = "imnpu_cluster"
+
+
 def _top(config, fault=None):
     from imnpu_hw.top import IMNPU
     if fault is not None:
         raise ValueError("the top level has no fault variants")
-    return IMNPU(config)
+    return IMNPU(config, cluster_module=TOP_CLUSTER_MODULE)
+
+
+def _convert(block, config, fault, module):
+    """Verilog text of ``block``. The top level instantiates one cluster module
+    ``C`` times: the cluster is elaborated once and its Verilog put first."""
+    from amaranth.back import verilog
+    top = BLOCKS[block][1](config, fault)
+    text = verilog.convert(top, name=module, emit_src=False)
+    if block == "top":
+        cluster = verilog.convert(top.new_cluster(), name=TOP_CLUSTER_MODULE, emit_src=False)
+        text = cluster + "\n" + text
+    return text
 
 
 #: block name -> (Verilog module name, constructor from a config)
@@ -71,7 +87,6 @@ def export(config_name, block="tile", fault=None, out_dir=None, log=print):
     ``fault`` builds a deliberately broken tile (mutation checks only); its
     Verilog goes to ``build/verilog/<config>-fault-<fault>/``.
     """
-    from amaranth.back import verilog
     from imnpu_hw import get_config
 
     config = get_config(config_name)
@@ -87,7 +102,7 @@ def export(config_name, block="tile", fault=None, out_dir=None, log=print):
     if path.exists() and stamp.exists() and stamp.read_text() == key:
         return path
     log(f"[export] {block} ({variant}) -> {path}")
-    text = verilog.convert(build(config, fault), name=module, emit_src=False)
+    text = _convert(block, config, fault, module)
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     stamp.write_text(key)

@@ -8,7 +8,7 @@ IRQ_STATUS bit is set and enabled. Clock and reset are the ``sync`` domain
 (``clk``, ``rst``; reset is synchronous and returns every block to idle).
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
@@ -26,6 +26,16 @@ __all__ = ["IMNPU"]
 ACT_WORD = 32
 
 
+def _never_elaborated(obj):
+    """Silence Amaranth's "created but never used" for ``obj`` and its parts."""
+    if isinstance(obj, Elaboratable):
+        obj._MustUse__silence = True
+        for value in vars(obj).values():
+            for part in (value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(part, Elaboratable):
+                    _never_elaborated(part)
+
+
 class IMNPU(wiring.Component):
     """The accelerator a host talks to.
 
@@ -33,6 +43,11 @@ class IMNPU(wiring.Component):
     ----------
     config : IMNPUConfig
         ``C``, ``T``, ``R``, ``W``, ``P``, ``A`` and the tile pipeline depth.
+    cluster_module : str or None
+        ``None``: the clusters are elaborated into the design. A name: each
+        cluster is an instance of the Verilog module of that name (the
+        :class:`Cluster` exported once, with that name), so that a Verilog
+        export elaborates one cluster instead of ``C``.
 
     Members
     -------
@@ -41,10 +56,14 @@ class IMNPU(wiring.Component):
     irq : ``Out(1)``
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, cluster_module=None):
         if not isinstance(config, IMNPUConfig):
             raise TypeError(f"config must be an IMNPUConfig, not {config!r}")
+        if cluster_module is not None and (not isinstance(cluster_module, str) or
+                                           not cluster_module.isidentifier()):
+            raise ValueError(f"cluster_module must be a Verilog identifier, not {cluster_module!r}")
         self._config = config
+        self._cluster_module = cluster_module
         self._id_width = max(1, ceil_log2(config.C))
         super().__init__({
             **flat_members("s_axil", AXI4LiteSignature(), manager=False),
@@ -53,6 +72,23 @@ class IMNPU(wiring.Component):
         })
 
     config = property(lambda self: self._config)
+    cluster_module = property(lambda self: self._cluster_module)
+
+    def new_cluster(self):
+        """A :class:`Cluster` of this configuration."""
+        cfg = self._config
+        return Cluster(tiles=cfg.T, rows=cfg.R, width=cfg.W, parallel=cfg.P,
+                       act_bytes=cfg.A, act_word=ACT_WORD, tile_depth=cfg.pipeline_depth)
+
+    def _instance(self, cluster):
+        """An instance of ``cluster_module`` wired to ``cluster``'s port signals
+        (``cluster`` itself, only a holder of those signals, is not elaborated)."""
+        _never_elaborated(cluster)
+        ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+        for path, member, value in cluster.signature.flatten(cluster):
+            name = "__".join(map(str, path))
+            ports[("i_" if member.flow == In else "o_") + name] = Value.cast(value)
+        return Instance(self._cluster_module, **ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -70,10 +106,12 @@ class IMNPU(wiring.Component):
         m.d.sync += [win_cluster.eq(win.payload.cluster), win_tile.eq(win.payload.tile)]
 
         for c in range(cfg.C):
-            cluster = Cluster(tiles=cfg.T, rows=cfg.R, width=cfg.W, parallel=cfg.P,
-                              act_bytes=cfg.A, act_word=ACT_WORD, tile_depth=cfg.pipeline_depth)
+            cluster = self.new_cluster()
             dma = ClusterDMA(act_words=cluster.act_depth, act_addr_bits=len(cluster.act.payload.addr))
-            m.submodules[f"cluster{c}"] = cluster
+            if self._cluster_module is None:
+                m.submodules[f"cluster{c}"] = cluster
+            else:
+                m.submodules[f"cluster{c}"] = self._instance(cluster)
             m.submodules[f"dma{c}"] = dma
             connect(m, dma.axi, arbiter.up[c])
             connect(m, cluster.mem_req, dma.mem_req)
