@@ -36,6 +36,36 @@ def _round_robin(m, requests, last, name):
     return pick
 
 
+def _arbitration(m, up, ch, name):
+    """Grant, last grant and round-robin pick of one direction (``ch`` = ``"ar"``
+    or ``"aw"``); call before the direction's FSM."""
+    n = len(up)
+    grant = Signal(range(max(2, n)), name=f"{name}_grant")
+    last = Signal(range(max(2, n)), name=f"{name}_last")
+    pick = _round_robin(m, [getattr(u, f"{ch}valid") for u in up], last, name)
+    return grant, last, pick
+
+
+def _address_states(m, up, down, ch, grant, last, pick):
+    """The IDLE and ADDR states of one direction: take the picked manager and
+    forward its address channel; the FSM goes on in state ``"DATA"``."""
+    valid = Array(getattr(u, f"{ch}valid") for u in up)
+    fields = {f: Array(getattr(u, f"{ch}{f}") for u in up) for f in _ADDRESS_FIELDS}
+    with m.State("IDLE"):
+        with m.If(valid[pick]):
+            m.d.sync += [grant.eq(pick), last.eq(pick)]
+            m.next = "ADDR"
+    with m.State("ADDR"):
+        m.d.comb += [getattr(down, f"{ch}valid").eq(valid[grant]),
+                     getattr(down, f"{ch}id").eq(grant)]
+        for f in _ADDRESS_FIELDS:
+            m.d.comb += getattr(down, f"{ch}{f}").eq(fields[f][grant])
+        for i, u in enumerate(up):
+            m.d.comb += getattr(u, f"{ch}ready").eq(getattr(down, f"{ch}ready") & (grant == i))
+        with m.If(getattr(down, f"{ch}valid") & getattr(down, f"{ch}ready")):
+            m.next = "DATA"
+
+
 class AXI4Arbiter(wiring.Component):
     """``managers`` AXI4 manager ports onto one.
 
@@ -69,26 +99,11 @@ class AXI4Arbiter(wiring.Component):
         up, down, n = self.up, self.down, self._n
 
         # -- reads ------------------------------------------------------------------
-        rd_grant = Signal(range(max(2, n)))
-        rd_last = Signal(range(max(2, n)))
-        rd_pick = _round_robin(m, [u.arvalid for u in up], rd_last, "rd")
-        ar = {f: Array(getattr(u, f"ar{f}") for u in up) for f in _ADDRESS_FIELDS}
-        arvalid = Array(u.arvalid for u in up)
         rready = Array(u.rready for u in up)
+        rd_grant, rd_last, rd_pick = _arbitration(m, up, "ar", "rd")
         with m.FSM(name="rd"):
-            with m.State("IDLE"):
-                with m.If(arvalid[rd_pick]):
-                    m.d.sync += [rd_grant.eq(rd_pick), rd_last.eq(rd_pick)]
-                    m.next = "AR"
-            with m.State("AR"):
-                m.d.comb += [down.arvalid.eq(arvalid[rd_grant]), down.arid.eq(rd_grant)]
-                for f in _ADDRESS_FIELDS:
-                    m.d.comb += getattr(down, f"ar{f}").eq(ar[f][rd_grant])
-                for i, u in enumerate(up):
-                    m.d.comb += u.arready.eq(down.arready & (rd_grant == i))
-                with m.If(down.arvalid & down.arready):
-                    m.next = "R"
-            with m.State("R"):
+            _address_states(m, up, down, "ar", rd_grant, rd_last, rd_pick)
+            with m.State("DATA"):
                 m.d.comb += down.rready.eq(rready[rd_grant])
                 for i, u in enumerate(up):
                     m.d.comb += [u.rvalid.eq(down.rvalid & (rd_grant == i)),
@@ -98,27 +113,12 @@ class AXI4Arbiter(wiring.Component):
                     m.next = "IDLE"
 
         # -- writes -----------------------------------------------------------------
-        wr_grant = Signal(range(max(2, n)))
-        wr_last = Signal(range(max(2, n)))
-        wr_pick = _round_robin(m, [u.awvalid for u in up], wr_last, "wr")
-        aw = {f: Array(getattr(u, f"aw{f}") for u in up) for f in _ADDRESS_FIELDS}
-        awvalid = Array(u.awvalid for u in up)
         w = {f: Array(getattr(u, f"w{f}") for u in up) for f in ("data", "strb", "last", "valid")}
         bready = Array(u.bready for u in up)
+        wr_grant, wr_last, wr_pick = _arbitration(m, up, "aw", "wr")
         with m.FSM(name="wr"):
-            with m.State("IDLE"):
-                with m.If(awvalid[wr_pick]):
-                    m.d.sync += [wr_grant.eq(wr_pick), wr_last.eq(wr_pick)]
-                    m.next = "AW"
-            with m.State("AW"):
-                m.d.comb += [down.awvalid.eq(awvalid[wr_grant]), down.awid.eq(wr_grant)]
-                for f in _ADDRESS_FIELDS:
-                    m.d.comb += getattr(down, f"aw{f}").eq(aw[f][wr_grant])
-                for i, u in enumerate(up):
-                    m.d.comb += u.awready.eq(down.awready & (wr_grant == i))
-                with m.If(down.awvalid & down.awready):
-                    m.next = "W"
-            with m.State("W"):
+            _address_states(m, up, down, "aw", wr_grant, wr_last, wr_pick)
+            with m.State("DATA"):
                 for f in ("data", "strb", "last", "valid"):
                     m.d.comb += getattr(down, f"w{f}").eq(w[f][wr_grant])
                 for i, u in enumerate(up):
