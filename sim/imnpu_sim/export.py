@@ -32,6 +32,8 @@ def _cluster(config, fault=None):
 
 #: Verilog module of the clusters inside the exported top level
 TOP_CLUSTER_MODULE = "imnpu_cluster"
+#: the line between the cluster's Verilog and the top level's in ``imnpu.v``
+TOP_MARKER = "\n// ---- IMNPU top level: instantiates imnpu_cluster C times ----\n"
 
 
 def _top(config, fault=None):
@@ -49,7 +51,7 @@ def _convert(block, config, fault, module):
     text = verilog.convert(top, name=module, emit_src=False)
     if block == "top":
         cluster = verilog.convert(top.new_cluster(), name=TOP_CLUSTER_MODULE, emit_src=False)
-        text = cluster + "\n" + text
+        text = cluster + TOP_MARKER + text
     return text
 
 
@@ -97,8 +99,9 @@ def export(config_name, block="tile", fault=None, out_dir=None, log=print):
     out_dir = Path(out_dir) if out_dir else VERILOG / variant
     path = out_dir / f"{module}.v"
     stamp = path.with_suffix(".sha256")
-    key = hashlib.sha256(repr((rtl_fingerprint(), config.as_dict(), block, fault))
-                         .encode()).hexdigest()
+    # this file decides how blocks are converted: it is part of the key too
+    key = hashlib.sha256(repr((rtl_fingerprint(), Path(__file__).read_bytes(), config.as_dict(),
+                               block, fault)).encode()).hexdigest()
     if path.exists() and stamp.exists() and stamp.read_text() == key:
         return path
     log(f"[export] {block} ({variant}) -> {path}")

