@@ -91,6 +91,17 @@ def rtl_name(cell):
     return name
 
 
+def _pnr_log_utilisation(path):
+    used = {}
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return used
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+        used[m.group(1)] = {"used": int(m.group(2)), "available": int(m.group(3))}
+    return used
+
+
 def critical_path_summary(path_entry):
     steps = path_entry["path"]
     delays = Counter()
@@ -101,8 +112,8 @@ def critical_path_summary(path_entry):
     through = []
     for s in steps:
         if s["type"] == "logic":
-            n = rtl_name(s["from"]["cell"])
-            if n not in through and n not in (rtl_name(start), rtl_name(end)):
+            n = rtl_name(s["from"]["cell"]).rstrip(".")
+            if n and n not in through and n not in (rtl_name(start), rtl_name(end)):
                 through.append(n)
     return {
         "from_clock": path_entry.get("from"), "to_clock": path_entry.get("to"),
@@ -191,7 +202,24 @@ def build_report(work, board, config, meta):
                              f"{pct:.1f} |")
         lines.append("")
     elif meta.get("pnr_error"):
-        lines += ["## Place and route FAILED", "", "```", meta["pnr_error"][-3000:], "```", ""]
+        lines += ["## Place and route FAILED", ""]
+        used = _pnr_log_utilisation(work / "pnr.log")
+        if used:
+            report["utilization"] = used
+            lines += ["Device utilisation nextpnr reported before it stopped:", "",
+                      "| resource | used | available | % |", "| --- | ---: | ---: | ---: |"]
+            for bel, (label, _) in bels.items():
+                if bel in used:
+                    u = used[bel]
+                    lines.append(f"| {label} (`{bel}`) | {u['used']} | {u['available']} | "
+                                 f"{100.0 * u['used'] / u['available']:.1f} |")
+            over = [b for b, u in used.items() if u["used"] > u["available"]]
+            if over:
+                lines += ["", "The design does not fit the device: " + ", ".join(
+                    f"{b} needs {used[b]['used']} of {used[b]['available']} "
+                    f"({used[b]['used'] / used[b]['available']:.2f}x)" for b in over) + "."]
+            lines.append("")
+        lines += ["```", meta["pnr_error"][-1500:], "```", ""]
         error = meta["pnr_error"]
         fits = False if any(s in error for s in ("Unable to place", "but device only has",
                                                    "not enough", "too many")) else None
@@ -254,13 +282,21 @@ def build_report(work, board, config, meta):
                 lines.append("* through " + ", ".join(f"`{t}`" for t in p["through"][:6]))
             lines.append("")
     report["fmax_core_mhz"] = fmax_core
+    report["timing_met"] = bool(fmax_core and fmax_core >= meta["core_mhz"])
+    if fmax_core and not report["timing_met"]:
+        safe = "25" if board.clk_mhz <= fmax_core else f"{int(fmax_core)}"
+        lines += [f"**Timing is not met at {meta['core_mhz']:g} MHz.** A bitstream for the "
+                  f"board needs a core clock below the achieved Fmax, e.g. "
+                  f"`make fpga-pack BOARD={board.name} CONFIG={config.name} MHZ={safe}`"
+                  + (" (the board oscillator itself, no PLL)" if float(safe) == board.clk_mhz
+                     else "") + ".", ""]
 
     # -- peak throughput -------------------------------------------------------
     macs = _macs(config, meta["block"])
     report["peak_macs_per_cycle"] = macs
     lines += ["## Peak MAC/s", "",
-              "Peak MAC/cycle = C x T x P x W / L "
-              + {"tile": "(one tile: P x W / L)", "cluster": "(one cluster: T x P x W / L)"}
+              "Peak MAC/cycle = C x T x P x W / L"
+              + {"tile": " (one tile: P x W / L)", "cluster": " (one cluster: T x P x W / L)"}
               .get(meta["block"], "") + ".", "",
               "| lane L | MAC/cycle | at Fmax | at the core clock target |",
               "| ---: | ---: | ---: | ---: |"]
@@ -293,7 +329,8 @@ def build_report(work, board, config, meta):
             if bel in util and cat in ("lut", "ff", "bram", "dsp"):
                 parts.append(f"{bel} {util[bel]['used']}/{util[bel]['available']}")
         summary.append("  " + ", ".join(parts))
-        summary.append(f"  Fmax {fmax_core:.1f} MHz (target {meta['core_mhz']:g} MHz); "
+        summary.append(f"  Fmax {fmax_core:.1f} MHz (target {meta['core_mhz']:g} MHz, "
+                       f"{'met' if report['timing_met'] else 'NOT met'}); "
                        f"peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1")
         if report.get("critical_path"):
             p = report["critical_path"]
@@ -303,7 +340,10 @@ def build_report(work, board, config, meta):
         summary.append(f"  synthesis only: {s.get('lut', 0)} LUT slots, {s.get('ff', 0)} FF, "
                        f"{s.get('bram', 0)} block RAM, {s.get('dsp', 0)} DSP (block)")
         if meta.get("pnr_error"):
-            summary.append("  place and route FAILED (see report)")
+            over = [f"{b} {u['used']}/{u['available']}" for b, u in
+                    report.get("utilization", {}).items() if u["used"] > u["available"]]
+            summary.append("  place and route FAILED" +
+                           (": does not fit, " + ", ".join(over) if over else " (see report)"))
     report["summary"] = "\n".join(summary)
     (work / "report.md").write_text("\n".join(lines))
     (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
