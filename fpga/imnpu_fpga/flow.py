@@ -117,9 +117,11 @@ def build_top(board, config, block="selftest", core_mhz=None):
     reported on its own: the IMNPU in the self-test, the block in a harness.
     """
     leds = len(board.leds)
+    core_mhz = board.core_mhz if core_mhz is None else core_mhz
     if block == "selftest":
         from .selftest import SelfTest
-        design = SelfTest(config, leds=leds)
+        # the UART divisor and the message period follow the core clock
+        design = SelfTest(config, leds=leds, clk_hz=round(core_mhz * 1e6))
         info = {"kept": "design.imnpu", "harness": None}
     else:
         design = Harness(_block(block, config), leds=leds)

@@ -83,3 +83,14 @@ def test_ecp5_synthesis_of_the_tiny_tile(tmp_path):
     assert tile.get("LUT4", 0) > 1000 and tile.get("CCU2C", 0) > 100, tile
     assert tile.get("TRELLIS_FF", 0) > 50, tile
     assert (work / "report.md").read_text().startswith("# FPGA report: tiny tile on ulx3s")
+
+
+def test_selftest_uart_follows_the_core_clock():
+    from imnpu_hw import get_config
+    board = boards.BOARDS["ulx3s"]
+    top, info = flow.build_top(board, get_config("tiny"), "selftest", core_mhz=25)
+    assert not top.use_pll                          # 25 MHz is the oscillator itself
+    assert top.design.clk_hz == 25_000_000 and top.design._divisor == 217
+    top, _ = flow.build_top(board, get_config("tiny"), "selftest")
+    assert top.use_pll and top.design._divisor == round(50e6 / 115200)
+    assert info["kept"] == "design.imnpu"
