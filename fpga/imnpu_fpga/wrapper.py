@@ -102,8 +102,8 @@ class BoardTop(wiring.Component):
 class Harness(wiring.Component):
     """``block`` out of context: every input from a register, every output into one.
 
-    The inputs are the bits of a shift register fed by a 32-bit LFSR
-    (x^32 + x^22 + x^2 + x + 1); the outputs are registered and XOR-reduced
+    The inputs are the bits of a shift register fed by a 32-bit Fibonacci LFSR
+    (a pseudo-random source synthesis cannot see through); the outputs are registered and XOR-reduced
     by a pipelined tree of 4-input XORs to ``led[0]``. ``led[1]`` is a
     heartbeat. The harness costs about one flip-flop per block port bit plus
     a LUT per four output bits (:attr:`overhead`); the flow reports the block
