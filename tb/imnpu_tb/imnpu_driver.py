@@ -4,8 +4,7 @@
   an ``AxiRam`` on ``m_axi_*`` (system memory), with optional random pause
   generators on every channel, and counts the handshakes of every AXI
   channel (:class:`AxiCounter`).
-* Register and window accesses go through :mod:`imnpu_hw.top.regmap`
-  addresses; :meth:`IMNPUBench.read`/``write`` return the AXI response so
+* Register and window accesses use the addresses of :mod:`imnpu_sw.regs`; :meth:`IMNPUBench.read`/``write`` return the AXI response so
   that tests check error responses, :meth:`reg`/``set_reg`` assert OKAY.
 * :meth:`IMNPUBench.run_jobs` starts jobs on several clusters with one write
   to START and waits for the interrupt (a hang fails after a cycle limit).
@@ -19,23 +18,13 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import (AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam)
 from cocotbext.axi.constants import AxiResp
 
-from imnpu_hw.top import regmap
+from imnpu_sw.regs import REG, cluster_reg
 
 from .clocking import start_clock_and_reset
 
-__all__ = ["IMNPUBench", "AxiCounter", "cluster_reg"]
+__all__ = ["IMNPUBench", "AxiCounter", "OKAY", "SLVERR", "DECERR"]
 
 OKAY, SLVERR, DECERR = AxiResp.OKAY, AxiResp.SLVERR, AxiResp.DECERR
-
-
-def cluster_reg(cluster, name):
-    """Byte address of register ``name`` of cluster ``cluster``."""
-    reg = {r.name: r for r in regmap.CLUSTER_REGISTERS}[name]
-    return regmap.CLUSTER_REG_BASE + cluster * regmap.CLUSTER_REG_STRIDE + reg.offset
-
-
-def global_reg(name):
-    return {r.name: r for r in regmap.GLOBAL_REGISTERS}[name].offset
 
 
 def _random_pauses(rng, probability):
@@ -184,17 +173,17 @@ class IMNPUBench:
         """Start ``clusters`` together, wait until each has raised its interrupt;
         return ``{cluster: STATUS}``."""
         mask = sum(1 << c for c in clusters)
-        await self.set_reg(global_reg("IRQ_ENABLE"), mask)
-        await self.set_reg(global_reg("START"), mask)
+        await self.set_reg(REG.IRQ_ENABLE, mask)
+        await self.set_reg(REG.START, mask)
         pending, status = set(clusters), {}
         while pending:
             await self.wait_irq(max_cycles)
-            raised = await self.reg(global_reg("IRQ_STATUS"))
+            raised = await self.reg(REG.IRQ_STATUS)
             for c in list(pending):
                 if raised >> c & 1:
                     status[c] = await self.reg(cluster_reg(c, "STATUS"))
                     pending.discard(c)
-            await self.set_reg(global_reg("IRQ_STATUS"), raised & mask)
+            await self.set_reg(REG.IRQ_STATUS, raised & mask)
         return status
 
     async def wait_irq(self, max_cycles):
@@ -216,12 +205,3 @@ class IMNPUBench:
         await FallingEdge(dut.clk)
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)
-
-
-def status_fields(value):
-    """STATUS register fields as a dict."""
-    reg = {r.name: r for r in regmap.CLUSTER_REGISTERS}["STATUS"]
-    return {f.name: (value >> f.lsb) & ((1 << f.width) - 1) for f in reg.fields}
-
-
-__all__ += ["status_fields", "global_reg", "OKAY", "SLVERR", "DECERR"]

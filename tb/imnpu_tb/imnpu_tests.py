@@ -24,8 +24,10 @@ from imnpu_sw.compiler import (Conv, Dense, MaxPool, compile_network, decode_out
 from imnpu_sw.mapping import ClusterGeometry
 from imnpu_sw.tensor import pack_tensor
 
-from .imnpu_driver import (DECERR, OKAY, SLVERR, IMNPUBench, cluster_reg, global_reg,
-                           status_fields)
+from imnpu_sw.regs import REG, cluster_reg, tile_address
+from imnpu_sw.regs import fields as register_fields
+
+from .imnpu_driver import DECERR, SLVERR, IMNPUBench
 from .stimulus import random_output_stage
 
 CONFIG = get_config(os.environ.get("IMNPU_CONFIG", "tiny"))
@@ -92,11 +94,11 @@ class Placed:
                                 out_words=self.out_words)
 
     def check(self, bench, status):
-        fields = status_fields(status)
-        assert fields["ERROR"] == 0, f"cluster {self.cluster}: {JobError(fields['ERROR']).name}"
-        assert fields["BUSY"] == 0
-        assert fields["LAYERS"] == len(self.program.layers), fields
-        assert fields["SATURATED"] == int(self.saturated)
+        st = register_fields("STATUS", status)
+        assert st["ERROR"] == 0, f"cluster {self.cluster}: {JobError(st['ERROR']).name}"
+        assert st["BUSY"] == 0
+        assert st["LAYERS"] == len(self.program.layers), st
+        assert st["SATURATED"] == int(self.saturated)
         got = decode_output(self.program, bench.read_ram_words(self.out_dst, self.out_words))
         bad = np.argwhere(got != self.expected)
         assert bad.size == 0, (
@@ -116,12 +118,12 @@ async def registers_and_windows(dut):
                 "TILE_STRIDE": regmap.tile_stride(cfg.W, cfg.R),
                 "START": 0, "BUSY": 0, "IRQ_ENABLE": 0, "IRQ_STATUS": 0}
     for name, value in expected.items():
-        got = await bench.reg(global_reg(name))
+        got = await bench.reg(REG[name])
         assert got == value, f"{name} = 0x{got:x}, expected 0x{value:x}"
     # read-only registers refuse writes and keep their value
     for name in ("ID", "CLUSTERS", "BUSY"):
-        assert await bench.write(global_reg(name), 0x1234) == SLVERR, name
-    assert await bench.reg(global_reg("ID")) == regmap.IMNPU_ID
+        assert await bench.write(REG[name], 0x1234) == SLVERR, name
+    assert await bench.reg(REG.ID) == regmap.IMNPU_ID
     assert await bench.write(cluster_reg(0, "STATUS"), 1) == SLVERR
     # unmapped register offsets and windows: DECERR on reads and writes
     used = {r.offset for r in regmap.GLOBAL_REGISTERS}
@@ -149,13 +151,11 @@ async def registers_and_windows(dut):
         assert await bench.write(cluster_reg(c, "IN_WORDS"), 0, strb=0x3) == SLVERR
         assert await bench.reg(cluster_reg(c, "IN_WORDS")) == before
     # IRQ_ENABLE holds only the clusters' bits
-    await bench.set_reg(global_reg("IRQ_ENABLE"), 0xFFFFFFFF)
-    assert await bench.reg(global_reg("IRQ_ENABLE")) == (1 << cfg.C) - 1
-    await bench.set_reg(global_reg("IRQ_ENABLE"), 0)
+    await bench.set_reg(REG.IRQ_ENABLE, 0xFFFFFFFF)
+    assert await bench.reg(REG.IRQ_ENABLE) == (1 << cfg.C) - 1
+    await bench.set_reg(REG.IRQ_ENABLE, 0)
 
     # the activation memories and the tile arrays through the windows
-    stride = regmap.tile_stride(cfg.W, cfg.R)
-    word_bits = max(0, (cfg.W // 32 - 1).bit_length())
     for c in range(cfg.C):
         act = regmap.window_base(c) + regmap.ACT_WINDOW
         words = {int(a): int(rng.integers(1 << 32))
@@ -174,12 +174,12 @@ async def registers_and_windows(dut):
         for _ in range(32):
             t, r, w = (int(rng.integers(cfg.T)), int(rng.integers(cfg.R)),
                        int(rng.integers(cfg.W // 32)))
-            cells[tiles + t * stride + 4 * ((r << word_bits) | w)] = int(rng.integers(1 << 32))
+            cells[tile_address(cfg, c, t, r, w)] = int(rng.integers(1 << 32))
         for a, v in cells.items():
             await bench.set_reg(a, v)
         for a, v in cells.items():
             assert await bench.reg(a) == v, f"tile window 0x{a:x}"
-        value, resp = await bench.read(tiles + cfg.T * stride)
+        value, resp = await bench.read(tiles + cfg.T * regmap.tile_stride(cfg.W, cfg.R))
         assert resp == SLVERR, "read past the tile arrays"
     dut._log.info(f"checked {len(expected)} ID/config registers, {len(unmapped)} unmapped "
                   f"addresses, every job register and both windows of {cfg.C} cluster(s)")
@@ -196,9 +196,9 @@ async def networks_all_clusters(dut):
             p.load(bench)
             await p.program_job(bench)
         if round_ == 0:
-            await bench.set_reg(global_reg("START"), (1 << CONFIG.C) - 1)
+            await bench.set_reg(REG.START, (1 << CONFIG.C) - 1)
             # while the jobs run: windows and job registers refuse, status shows busy
-            busy = await bench.reg(global_reg("BUSY"))
+            busy = await bench.reg(REG.BUSY)
             if busy & 1:
                 _, resp = await bench.read(regmap.window_base(0))
                 assert resp == SLVERR, "activation window while busy"
@@ -208,13 +208,13 @@ async def networks_all_clusters(dut):
             statuses = {}
             while len(statuses) < CONFIG.C:
                 await ClockCycles(dut.clk, 200)
-                busy = await bench.reg(global_reg("BUSY"))
+                busy = await bench.reg(REG.BUSY)
                 for c in range(CONFIG.C):
                     if not busy >> c & 1 and c not in statuses:
                         statuses[c] = await bench.reg(cluster_reg(c, "STATUS"))
-            assert await bench.reg(global_reg("IRQ_STATUS")) == (1 << CONFIG.C) - 1
+            assert await bench.reg(REG.IRQ_STATUS) == (1 << CONFIG.C) - 1
             assert str(dut.irq.value) == "0", "irq raised while IRQ_ENABLE is 0"
-            await bench.set_reg(global_reg("IRQ_STATUS"), (1 << CONFIG.C) - 1)
+            await bench.set_reg(REG.IRQ_STATUS, (1 << CONFIG.C) - 1)
         else:
             statuses = await bench.run_jobs(range(CONFIG.C))
             assert str(dut.irq.value) == "0", "irq still high after IRQ_STATUS was cleared"
@@ -252,17 +252,13 @@ async def resident_weights(dut):
         for i, word in enumerate(desc):
             placed.program.memory[placed.program.desc_addr + i] = word
         placed.load(bench)
-        stride = regmap.tile_stride(CONFIG.W, CONFIG.R)
-        word_bits = max(0, (CONFIG.W // 32 - 1).bit_length())
         words_per_row = CONFIG.W // 32
         rows = fields["nch"] * fields["cpt"]
         i = 0
         for t in range(CONFIG.T):
             for r in range(rows):
                 for w in range(words_per_row):
-                    addr = (regmap.window_base(c) + regmap.TILE_WINDOW + t * stride +
-                            4 * ((r << word_bits) | w))
-                    await bench.set_reg(addr, image[i])
+                    await bench.set_reg(tile_address(CONFIG, c, t, r, w), image[i])
                     i += 1
         await placed.program_job(bench)
         status = await bench.run_jobs([c])
@@ -272,7 +268,7 @@ async def resident_weights(dut):
                                      passes=2))
         bench.load_words(placed.program.desc_addr, bad)
         status = await bench.run_jobs([c])
-        assert status_fields(status[c])["ERROR"] == JobError.BAD_MAPPING.value
+        assert register_fields("STATUS", status[c])["ERROR"] == JobError.BAD_MAPPING.value
 
 
 @cocotb.test()
@@ -314,9 +310,9 @@ async def dma_errors(dut):
                 out_src=change.get("out_src", p.output_base),
                 out_dst=change.get("out_dst", placed.out_dst), out_words=placed.out_words)
             status = await bench.run_jobs([c], max_cycles=500_000)
-            got = status_fields(status[c])["ERROR"]
+            got = register_fields("STATUS", status[c])["ERROR"]
             assert got == code.value, f"{name}: {JobError(got).name}, expected {code.name}"
-            assert await bench.reg(global_reg("BUSY")) == 0
+            assert await bench.reg(REG.BUSY) == 0
             bench.load_image(p.memory)
             dut._log.info(f"{'DECERR' if use_decerr else 'SLVERR'} {name}: {code.name}")
     # and the cluster still runs a network correctly
@@ -362,7 +358,7 @@ async def random_transactions(dut):
             pending.append((c, out, words[a:a + k], guard))
         statuses = await bench.run_jobs([c for c, *_ in pending])
         for c, out, expected, guard in pending:
-            assert status_fields(statuses[c])["ERROR"] == 0
+            assert register_fields("STATUS", statuses[c])["ERROR"] == 0
             got = bench.read_ram_words(out, len(expected))
             bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
             assert not bad, (f"job {jobs} cluster {c}: {len(bad)} words differ, first at "
@@ -390,20 +386,20 @@ async def reset_mid_layer(dut):
     for p in placed:
         p.load(bench)
         await p.program_job(bench)
-    await bench.set_reg(global_reg("START"), (1 << CONFIG.C) - 1)
+    await bench.set_reg(REG.START, (1 << CONFIG.C) - 1)
     for _ in range(2000):
         await ClockCycles(dut.clk, 20)
         if await bench.reg(cluster_reg(0, "LAYER_CYCLES")):
             break           # a layer has ended, the next one is running
-    assert await bench.reg(global_reg("BUSY")), "the jobs ended before the reset"
+    assert await bench.reg(REG.BUSY), "the jobs ended before the reset"
     await bench.reset()
-    assert await bench.reg(global_reg("BUSY")) == 0
-    assert await bench.reg(global_reg("IRQ_STATUS")) == 0
+    assert await bench.reg(REG.BUSY) == 0
+    assert await bench.reg(REG.IRQ_STATUS) == 0
     for c in range(CONFIG.C):
         assert await bench.reg(cluster_reg(c, "STATUS")) == 0
         assert await bench.reg(cluster_reg(c, "DESC_PTR")) == 0
     await ClockCycles(dut.clk, 50)
-    assert await bench.reg(global_reg("BUSY")) == 0, "a job restarted after the reset"
+    assert await bench.reg(REG.BUSY) == 0, "a job restarted after the reset"
     for p in placed:
         p.load(bench)
         await p.program_job(bench)

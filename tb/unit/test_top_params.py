@@ -61,3 +61,11 @@ def test_top_errors():
     too_big = dataclasses.replace(get_config("tiny"), A=1 << 20)
     with pytest.raises(ValueError, match="A = "):
         ControlSlave(too_big)
+
+
+def test_signature_equality_and_repr():
+    assert AXI4Signature(id_width=2) == AXI4Signature(id_width=2)
+    assert AXI4Signature(id_width=2) != AXI4Signature(id_width=3)
+    assert AXI4LiteSignature() != AXI4Signature()
+    assert repr(AXI4Signature(id_width=3)) == \
+        "AXI4Signature(addr_width=32, data_width=32, id_width=3)"

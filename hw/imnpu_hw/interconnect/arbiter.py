@@ -96,7 +96,7 @@ class AXI4Arbiter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        up, down, n = self.up, self.down, self._n
+        up, down = self.up, self.down
 
         # -- reads ------------------------------------------------------------------
         rready = Array(u.rready for u in up)

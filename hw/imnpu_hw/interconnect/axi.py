@@ -41,7 +41,18 @@ def _check(addr_width, data_width):
         raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
 
 
-class AXI4LiteSignature(wiring.Signature):
+class _AXIParameters(wiring.Signature):
+    """Equality and repr of a signature by its type and parameters (``_params``)."""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._params == self._params
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self._params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class AXI4LiteSignature(_AXIParameters):
     """AXI4-Lite, manager's view.
 
     Parameters
@@ -54,7 +65,7 @@ class AXI4LiteSignature(wiring.Signature):
 
     def __init__(self, *, addr_width=32, data_width=32):
         _check(addr_width, data_width)
-        self._addr_width, self._data_width = addr_width, data_width
+        self._params = dict(addr_width=addr_width, data_width=data_width)
         super().__init__({
             "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
             "wdata": Out(data_width), "wstrb": Out(data_width // 8),
@@ -64,18 +75,11 @@ class AXI4LiteSignature(wiring.Signature):
             "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
         })
 
-    addr_width = property(lambda self: self._addr_width)
-    data_width = property(lambda self: self._data_width)
-
-    def __eq__(self, other):
-        return (type(other) is type(self) and other.addr_width == self.addr_width and
-                other.data_width == self.data_width)
-
-    def __repr__(self):
-        return f"AXI4LiteSignature(addr_width={self.addr_width}, data_width={self.data_width})"
+    addr_width = property(lambda self: self._params["addr_width"])
+    data_width = property(lambda self: self._params["data_width"])
 
 
-class AXI4Signature(wiring.Signature):
+class AXI4Signature(_AXIParameters):
     """AXI4 (full, with bursts), manager's view.
 
     Parameters
@@ -91,7 +95,7 @@ class AXI4Signature(wiring.Signature):
     def __init__(self, *, addr_width=32, data_width=32, id_width=1):
         _check(addr_width, data_width)
         positive_int("id_width", id_width)
-        self._addr_width, self._data_width, self._id_width = addr_width, data_width, id_width
+        self._params = dict(addr_width=addr_width, data_width=data_width, id_width=id_width)
 
         def address_channel(p):
             return {
@@ -110,17 +114,9 @@ class AXI4Signature(wiring.Signature):
             "rvalid": In(1), "rready": Out(1),
         })
 
-    addr_width = property(lambda self: self._addr_width)
-    data_width = property(lambda self: self._data_width)
-    id_width = property(lambda self: self._id_width)
-
-    def __eq__(self, other):
-        return (type(other) is type(self) and other.addr_width == self.addr_width and
-                other.data_width == self.data_width and other.id_width == self.id_width)
-
-    def __repr__(self):
-        return (f"AXI4Signature(addr_width={self.addr_width}, data_width={self.data_width}, "
-                f"id_width={self.id_width})")
+    addr_width = property(lambda self: self._params["addr_width"])
+    data_width = property(lambda self: self._params["data_width"])
+    id_width = property(lambda self: self._params["id_width"])
 
 
 def flat_members(prefix, signature, *, manager):

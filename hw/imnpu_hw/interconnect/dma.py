@@ -18,7 +18,7 @@ engine never waits on anything but the AXI handshakes and the cluster.
 
 from amaranth.lib import enum
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -66,6 +66,24 @@ class Job(data.Struct):
     out_src: 32
     out_dst: 32
     out_words: 32
+
+
+#: AxCACHE of every burst: normal memory, bufferable and modifiable
+CACHE = 0b0011
+
+
+def _burst_request(m, axi, ch, word_addr, words_left):
+    """Drive the address channel ``ch`` (``"ar"``/``"aw"``) for the next burst of
+    ``words_left`` words from system word ``word_addr``; returns its beats."""
+    beats = _burst_beats(m, word_addr, words_left, ch)
+    m.d.comb += [
+        getattr(axi, f"{ch}addr").eq(Cat(Const(0, 2), word_addr)),
+        getattr(axi, f"{ch}len").eq(beats - 1),
+        getattr(axi, f"{ch}size").eq(2),                  # 4-byte beats
+        getattr(axi, f"{ch}burst").eq(AXIBurst.INCR),
+        getattr(axi, f"{ch}cache").eq(CACHE),
+    ]
+    return beats
 
 
 def _burst_beats(m, word_addr, words_left, name):
@@ -156,12 +174,8 @@ class ClusterDMA(wiring.Component):
         rd_data = Signal()           # in a burst's data phase
         sink_ready = Signal()
         beat = Signal()              # a beat is delivered this cycle
-        beats = _burst_beats(m, rd_addr, rd_left, "rd")
-        m.d.comb += [
-            axi.araddr.eq(Cat(Const(0, 2), rd_addr)), axi.arlen.eq(beats - 1),
-            axi.arsize.eq(2), axi.arburst.eq(AXIBurst.INCR), axi.arcache.eq(0b0011),
-            beat.eq(axi.rvalid & axi.rready),
-        ]
+        beats = _burst_request(m, axi, "ar", rd_addr, rd_left)
+        m.d.comb += beat.eq(axi.rvalid & axi.rready)
         with m.FSM(name="rd"):
             with m.State("IDLE"):
                 m.d.comb += rd_idle.eq(1)
@@ -198,10 +212,8 @@ class ClusterDMA(wiring.Component):
         m.submodules.wbuf = buf
         in_flight = Signal()         # an activation read issued last cycle
         fetch = Signal()
-        wbeats = _burst_beats(m, wr_sys, wr_left, "wr")
+        wbeats = _burst_request(m, axi, "aw", wr_sys, wr_left)
         m.d.comb += [
-            axi.awaddr.eq(Cat(Const(0, 2), wr_sys)), axi.awlen.eq(wbeats - 1),
-            axi.awsize.eq(2), axi.awburst.eq(AXIBurst.INCR), axi.awcache.eq(0b0011),
             axi.wdata.eq(buf.r_data), axi.wstrb.eq(0xF), axi.wlast.eq(wr_beats == 1),
             buf.w_data.eq(self.act_resp.payload.data),
         ]

@@ -151,9 +151,21 @@ class ControlSlave(wiring.Component):
                             on_read(reg, c)
                             on_write(reg, c)
 
-        job_fields = {"DESC_PTR": "desc_ptr", "IN_SRC": "in_src", "IN_DST": "in_dst",
-                      "IN_WORDS": "in_words", "OUT_SRC": "out_src", "OUT_DST": "out_dst",
-                      "OUT_WORDS": "out_words"}
+        # the job registers are the fields of `Job`, named in lower case
+        job_fields = {r.name: r.name.lower() for r in regmap.CLUSTER_REGISTERS
+                      if r.access == Access.RW}
+        assert set(job_fields.values()) == set(data.Layout.cast(Job).members)
+
+        def status_word(s):
+            """The STATUS register of status ``s``, laid out by the register map's fields."""
+            parts = {"BUSY": s.busy, "SATURATED": s.saturated, "ERROR": s.error.as_value(),
+                     "LAYERS": s.layers}
+            pieces, position = [], 0
+            fields = {r.name: r for r in regmap.CLUSTER_REGISTERS}["STATUS"].fields
+            for f in sorted(fields, key=lambda f: f.lsb):
+                pieces += [Const(0, f.lsb - position), parts[f.name]]
+                position = f.lsb + f.width
+            return Cat(*pieces)
 
         def read_value(reg, c):
             if c is None:
@@ -167,8 +179,7 @@ class ControlSlave(wiring.Component):
                     value = getattr(self.jobs[c], job_fields[reg.name])
                 else:
                     value = {
-                        "STATUS": Cat(s.busy, s.saturated, Const(0, 6), s.error.as_value(),
-                                      Const(0, 4), s.layers),
+                        "STATUS": status_word(s),
                         "JOB_CYCLES": s.job_cycles, "RUN_CYCLES": s.run_cycles,
                         "LAYER_CYCLES": s.layer_cycles,
                     }[reg.name]
