@@ -306,9 +306,22 @@ class Cluster(wiring.Component):
         pl_j = Signal(range(R + 1))
         pl_t = Signal(range(T + 1))
         pl_half = Signal()
-        bias = [[Signal(signed(32), name=f"bias_{t}_{j}") for j in range(R)] for t in range(T)]
-        mult = [[Signal(signed(16), name=f"mult_{t}_{j}") for j in range(R)] for t in range(T)]
-        shift = [[Signal(6, name=f"shift_{t}_{j}") for j in range(R)] for t in range(T)]
+        # per tile, indexed by the channel step j: bias, and mult | shift (separate
+        # memories, so that the pair's second word does not touch the bias)
+        bias_mem, scale_mem = [], []
+        for t in range(T):
+            bias_mem.append(Memory(shape=signed(32), depth=R, init=[]))
+            scale_mem.append(Memory(shape=data.StructLayout({"mult": signed(16), "shift": 6}),
+                                    depth=R, init=[]))
+            m.submodules[f"bias{t}"] = bias_mem[t]
+            m.submodules[f"scale{t}"] = scale_mem[t]
+        bias_wr = [mem.write_port() for mem in bias_mem]
+        scale_wr = [mem.write_port() for mem in scale_mem]
+        for t in range(T):
+            m.d.comb += [bias_wr[t].addr.eq(pl_j), bias_wr[t].data.eq(self.mem_resp.payload.data),
+                         scale_wr[t].addr.eq(pl_j),
+                         scale_wr[t].data.mult.eq(self.mem_resp.payload.data[:16]),
+                         scale_wr[t].data.shift.eq(self.mem_resp.payload.data[16:22])]
 
         run_done = Signal()          # the output engine wrote the pass's last pixel
         pool_done = Signal()
@@ -422,13 +435,11 @@ class Cluster(wiring.Component):
                 m.d.comb += resp.ready.eq(1)
                 with m.If(resp.valid):
                     for t in range(T):
-                        for j in range(R):
-                            with m.If((pl_t == t) & (pl_j == j)):
-                                with m.If(pl_half):
-                                    m.d.sync += [mult[t][j].eq(resp.payload.data[:16]),
-                                                 shift[t][j].eq(resp.payload.data[16:22])]
-                                with m.Else():
-                                    m.d.sync += bias[t][j].eq(resp.payload.data)
+                        with m.If((pl_t == t) & (pl_j < R)):
+                            with m.If(pl_half):
+                                m.d.comb += scale_wr[t].en.eq(1)
+                            with m.Else():
+                                m.d.comb += bias_wr[t].en.eq(1)
                     m.d.sync += [words_left.eq(words_left - 1), pl_half.eq(~pl_half)]
                     with m.If(pl_half):
                         with m.If(pl_t == T - 1):
@@ -556,33 +567,44 @@ class Cluster(wiring.Component):
                 m.d.sync += cbank.eq(Mux(cbank == BANKS - 1, 0, cbank + 1))
 
         # Delay line: what each command's results mean, aligned with the tiles' latency.
-        meta = data.StructLayout({"valid": 1, "j0": 16, "first": 1, "last": 1,
+        # ``group`` is the command's row group k (rows k*P .. k*P+P-1) modulo the
+        # accumulator memories' depth; ``hit`` says k < R/P (always, for a legal layer).
+        n_groups = R // P
+        gbits = ceil_log2(n_groups)
+        meta = data.StructLayout({"valid": 1, "group": gbits, "hit": 1, "first": 1, "last": 1,
                                   "bank": range(BANKS)})
         stage = Signal(meta)
-        m.d.comb += [stage.valid.eq(issue), stage.j0.eq(k_now * P), stage.first.eq(first_now),
-                     stage.last.eq(last_cmd), stage.bank.eq(cbank)]
+        m.d.comb += [stage.valid.eq(issue), stage.group.eq(k_now), stage.hit.eq(k_now < n_groups),
+                     stage.first.eq(first_now), stage.last.eq(last_cmd), stage.bank.eq(cbank)]
         for i in range(self.tile_latency):
             nxt = Signal(meta, name=f"meta{i}")
             m.d.sync += nxt.eq(stage)
             stage = nxt
 
         # -- accumulators -------------------------------------------------------------
-        acc = [[[Signal(signed(32), name=f"acc{b}_{t}_{j}") for j in range(R)]
-                for t in range(T)] for b in range(BANKS)]
+        # Per tile and lane p one memory of BANKS * R/P int32 entries, entry
+        # Cat(group, bank) holding row group*P + p. Read-modify-write in one cycle:
+        # combinational read, write at the clock edge (as registers would).
+        acc_out = []                        # per tile, per lane: the output engine's read port
         overflow = Signal()
-        with m.If(stage.valid):
-            for b in range(BANKS):
-                for t, tile in enumerate(self._tiles):
-                    for j in range(R):
-                        dot = tile.res.payload.dot[j % P]
-                        value, ovf = saturating_add(acc[b][t][j], dot)
-                        with m.If((stage.bank == b) & (stage.j0 == j - j % P)):
-                            with m.If(stage.first):
-                                m.d.sync += acc[b][t][j].eq(dot)
-                            with m.Else():
-                                m.d.sync += acc[b][t][j].eq(value)
-                                with m.If(ovf):
-                                    m.d.comb += overflow.eq(1)
+        acc_en = Signal()
+        m.d.comb += acc_en.eq(stage.valid & stage.hit)
+        for t, tile in enumerate(self._tiles):
+            acc_out.append([])
+            for p in range(P):
+                acc = Memory(shape=signed(32), depth=BANKS << gbits, init=[])
+                m.submodules[f"acc{t}_{p}"] = acc
+                acc_rd = acc.read_port(domain="comb")
+                acc_wr = acc.write_port()
+                acc_out[t].append(acc.read_port(domain="comb"))
+                dot = tile.res.payload.dot[p]
+                value, ovf = saturating_add(acc_rd.data, dot)
+                addr = Cat(stage.group, stage.bank)
+                m.d.comb += [acc_rd.addr.eq(addr), acc_wr.addr.eq(addr),
+                             acc_wr.data.eq(Mux(stage.first, dot, value)),
+                             acc_wr.en.eq(acc_en)]
+                with m.If(acc_en & ~stage.first & ovf):
+                    m.d.comb += overflow.eq(1)
         with m.If(overflow):
             m.d.sync += self.saturated.eq(1)
 
@@ -593,17 +615,21 @@ class Cluster(wiring.Component):
         m.d.comb += feeding.eq(bank_full.bit_select(obank, 1))
         stage_ready = self._stages[0].inp.ready
         raw = d.o_type.encoding == OutputKind.RAW32.value
+        # channel step oj < cpt <= R: accumulator entry (oj / P, obank), lane oj % P
+        if P & (P - 1) == 0:
+            o_group, o_lane = oj >> exact_log2(P), oj[:exact_log2(P)]
+        else:
+            o_group, o_lane = oj // P, oj % P
         for t, st in enumerate(self._stages):
             sel_acc = Signal(signed(32), name=f"oacc{t}")
-            sel_bias = Signal(signed(32), name=f"obias{t}")
-            sel_mult = Signal(signed(16), name=f"omult{t}")
-            sel_shift = Signal(6, name=f"oshift{t}")
-            with m.Switch(oj):
-                for j in range(R):
-                    with m.Case(j):
-                        m.d.comb += [sel_acc.eq(Array(acc[b][t][j] for b in range(BANKS))[obank]),
-                                     sel_bias.eq(bias[t][j]), sel_mult.eq(mult[t][j]),
-                                     sel_shift.eq(shift[t][j])]
+            for rp in acc_out[t]:
+                m.d.comb += rp.addr.eq(Cat(o_group[:gbits], obank))
+            m.d.comb += sel_acc.eq(Array(rp.data for rp in acc_out[t])[o_lane] if P > 1
+                                   else acc_out[t][0].data)
+            bias_rd = bias_mem[t].read_port(domain="comb")
+            scale_rd = scale_mem[t].read_port(domain="comb")
+            m.d.comb += [bias_rd.addr.eq(oj), scale_rd.addr.eq(oj)]
+            sel_bias, sel_mult, sel_shift = bias_rd.data, scale_rd.data.mult, scale_rd.data.shift
             m.d.comb += [
                 st.inp.valid.eq(feeding),
                 st.inp.payload.acc.eq(sel_acc),
