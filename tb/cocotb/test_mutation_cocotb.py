@@ -1,8 +1,8 @@
 """Mutation check: the regression must fail on a deliberately broken tile.
 
 ``DIMCTile(_fault=...)`` builds a test-only variant: ``sign`` reads every signed
-lane as unsigned (lost sign handling), ``lane`` drops lane 1 from every dot
-product. Each variant is exported to its own Verilog and build directory, and
+lane as unsigned (lost sign handling), ``lane`` drops row bits 4..7 (nibble 1)
+from every dot product. Each variant is exported to its own Verilog and build directory, and
 the random-product test must report a failure on it.
 """
 

@@ -6,10 +6,14 @@ bank ``r % parallel``) so that synthesis infers block RAM. A compute command
 reads one *group* of ``parallel`` rows (rows ``g*P .. g*P+P-1``, one from each
 bank) and produces their dot products with the feature register.
 
-The datapath works on 4-bit *nibbles*: each nibble of a row computes its
-contribution at the current lane width (one 4-bit lane, two 2-bit lanes or
-four 1-bit lanes), and one adder tree of ``width / 4`` leaves sums them. Pipeline
-registers are spread over that tree to reach ``pipeline_depth``.
+The datapath is bit-plane: for every pair (i, j) of bit positions within a
+4-bit nibble, a *channel* counts the nibbles whose weight bit i and feature bit
+j are both set (features masked to the active lanes); the dot product is the
+sum of the 16 channel counts weighted by +-2^s for the command's lane width
+and encodings, plus the constant term of bipolar lanes (see ``_coefficients``).
+The channel popcounts are carry-save (full adder) trees. Pipeline registers
+go after the SRAM read, then on the counts, the carry-save rows and the
+weighted terms (``CUT_ORDER``) to reach ``pipeline_depth``.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned, signed
@@ -99,6 +103,17 @@ def ComputeResult(row_width, parallel, width):
         "dot": data.ArrayLayout(signed(dot_width(width)), parallel),
         "error": unsigned(1),                    # illegal command; dot is 0
     })
+
+
+def _or_all(values, width):
+    result = Const(0, width)
+    for v in values:
+        result = result | v
+    return result
+
+
+#: where the tile's pipeline registers go, in the order ``pipeline_depth`` adds them
+CUT_ORDER = ("operands", "counts", "rows", "terms")
 
 
 class DIMCTile(wiring.Component):
@@ -209,65 +224,164 @@ class DIMCTile(wiring.Component):
         return (row << self._word_bits) | word
 
     # -- datapath -------------------------------------------------------------
+    #
+    # Bit-plane formulation. With weight lane value w = sum_i om_i a_i + om_c and
+    # feature lane value x = sum_j xi_j b_j + xi_c (a, b the lane bits; om_i is 2^i,
+    # negated for the top bit of a signed lane; bipolar is om_0 = 2, om_c = -1),
+    #
+    #   sum_lanes w*x = sum_ij om_i xi_j P_ij + xi_c sum_i om_i A_i
+    #                   + om_c sum_j xi_j B_j + om_c xi_c N
+    #
+    # with P_ij, A_i, B_j popcounts of a_i & b_j, a_i and b_j over the active lanes.
+    # Nibble bit i of a row is weight bit i of its lane at L=4, bit i % 2 at L=2
+    # and bit 0 at L=1, so one set of 16 *channels* (i, j), each the popcount over
+    # the row's W/4 nibbles of weight bit 4k+i AND feature bit 4k+j, serves every
+    # lane width: P_ij needs i, j in the same lane; the constant terms exist only
+    # at L=1 (bipolar), where the off-diagonal channels are free to count A and B.
+    # The channel popcounts are then weighted by +-2^s and summed.
 
-    def _decode(self, code, lane, is_signed, is_bipolar):
-        """Value of a lane code as a signed integer (ARCHITECTURE.md section 1)."""
-        if lane == 1:
-            return Mux(is_bipolar, Mux(code, 1, -1), code)
-        if self._fault == "sign":
-            is_signed = Const(0)
-        return Mux(is_signed, code.as_signed(), code)
+    @staticmethod
+    def _channel_kind(i, j):
+        """``diag``, ``count_w`` (A_i at L=1), ``count_x`` (B_j at L=1) or ``free``."""
+        return {0: "diag", 1: "count_w", 2: "count_x", 3: "free"}[(j - i) % 4]
 
-    def _datapath(self, m, rows, feature, cmd):
-        """Per-row lists of nibble contributions (bits 4k .. 4k+3 of each row).
+    CHANNELS = [(i, j) for i in range(4) for j in range(4)]
 
-        Decoding of the command and of the features is shared by the ``P`` rows.
+    def _operands(self, m, rows, feature, mask, l1):
+        """The AND operands of the channels, prepared before the first cut.
+
+        Returns per bank the row and the row ORed with ``l1`` (weight operand
+        of the ``count_x`` channels, which count features alone at L=1), the
+        masked features, and the feature operand of the ``count_w`` channels
+        (at L=1 the mask, so that they count active weight bits).
         """
         W = self._width
-        sel = {lane: Signal(name=f"sel_l{lane}") for lane in (1, 2)}
-        w_signed, w_bipolar = Signal(), Signal()
-        x_signed, x_bipolar = Signal(), Signal()
-        m.d.comb += [
-            sel[1].eq(cmd.lane_width == LaneWidth.L1),
-            sel[2].eq(cmd.lane_width == LaneWidth.L2),
-            w_signed.eq(cmd.weight_encoding == LaneEncoding.SIGNED),
-            w_bipolar.eq(cmd.weight_encoding == LaneEncoding.BIPOLAR),
-            x_signed.eq(cmd.feature_encoding == LaneEncoding.SIGNED),
-            x_bipolar.eq(cmd.feature_encoding == LaneEncoding.BIPOLAR),
-        ]
-        # Bit b of a row is in an active lane iff b < lanes * L.
+        wide = [Signal(W, name=f"row_or_l1_{bank}") for bank in range(len(rows))]
+        m.d.comb += [w.eq(row | l1.replicate(W)) for w, row in zip(wide, rows)]
+        features = Signal(W)
+        m.d.comb += features.eq(feature & mask)
+        shifted = Cat(*[features[4 * k + (i + 1) % 4] for k in range(W // 4) for i in range(4)])
+        count_w = Signal(W)
+        m.d.comb += count_w.eq(Mux(l1, mask, shifted))
+        return rows, wide, features, count_w
+
+    def _nibble_bits(self, m, rows, wide, features, count_w):
+        """Per nibble ``k``, one vector of the 16 * P channel input bits (bank-major)."""
+        vectors = []
+        for k in range(self._width // 4):
+            if self._fault == "lane" and k == 1:
+                continue
+            bits = []
+            for row, row_or in zip(rows, wide):
+                for i, j in self.CHANNELS:
+                    kind = self._channel_kind(i, j)
+                    if kind == "count_w":
+                        bits.append(row[4 * k + i] & count_w[4 * k + i])
+                    elif kind == "count_x":
+                        bits.append(row_or[4 * k + i] & features[4 * k + j])
+                    else:
+                        bits.append(row[4 * k + i] & features[4 * k + j])
+            v = Signal(len(bits), name=f"nib{k}")
+            m.d.comb += v.eq(Cat(*bits))
+            vectors.append(v)
+        return vectors
+
+    def _compress(self, m, vectors, count_bits):
+        """Carry-save (full adder) reduction of equal-width bit vectors.
+
+        Element-wise, the popcount over ``vectors`` equals ``A + B`` for the two
+        returned lists of per-column vectors (column ``c`` weighs ``2**c``);
+        columns at ``count_bits`` and beyond are dropped, as the counts fit.
+        """
+        width = len(vectors[0])
+        cols = {0: list(vectors)}
+        step = 0
+        while any(len(v) > 2 for v in cols.values()):
+            new = {}
+            for c in sorted(cols):
+                vs = cols[c]
+                n = len(vs) // 3
+                for q in range(n):
+                    a, b, d = vs[3 * q:3 * q + 3]
+                    total = Signal(width, name=f"csa{step}_c{c}_s{q}")
+                    carry = Signal(width, name=f"csa{step}_c{c}_c{q}")
+                    m.d.comb += [total.eq(a ^ b ^ d), carry.eq((a & b) | (a & d) | (b & d))]
+                    new.setdefault(c, []).append(total)
+                    if c + 1 < count_bits:
+                        new.setdefault(c + 1, []).append(carry)
+                new.setdefault(c, []).extend(vs[3 * n:])
+            cols = new
+            step += 1
+        zero = Const(0, width)
+        rows = []
+        for r in range(2):
+            rows.append([cols[c][r] if len(cols.get(c, [])) > r else zero
+                         for c in range(count_bits)])
+        return rows
+
+    def _coefficients(self, m, cmd):
+        """The weights of the channel counts for ``cmd``.
+
+        Returns ``scales``, per channel a list of ``(select, shift)`` (at most
+        one ``select`` is high: the count weighs ``+-2**shift``; none: 0),
+        ``negate`` per channel, and ``constant``: the bipolar term plus one per
+        negated channel, so that ``sum(count << shift ^ -negate) + constant`` is
+        the dot product (``-v == ~v + 1``).
+        """
+        l1 = cmd.lane_width == LaneWidth.L1
+        l2 = cmd.lane_width == LaneWidth.L2
+        l4 = ~l1 & ~l2
+        ws = cmd.weight_encoding == LaneEncoding.SIGNED
+        xs = cmd.feature_encoding == LaneEncoding.SIGNED
+        wb = cmd.weight_encoding == LaneEncoding.BIPOLAR
+        xb = cmd.feature_encoding == LaneEncoding.BIPOLAR
+        if self._fault == "sign":
+            ws = xs = Const(0)
+        scales, negate = {}, {}
+        for i, j in self.CHANNELS:
+            kind = self._channel_kind(i, j)
+            options = [(l4, i + j, ((i == 3) & ws) ^ ((j == 3) & xs))]
+            if i // 2 == j // 2:
+                options.append((l2, i % 2 + j % 2, ((i % 2 == 1) & ws) ^ ((j % 2 == 1) & xs)))
+            if kind == "diag":
+                options += [(l1 & ~wb & ~xb, 0, 0), (l1 & (wb ^ xb), 1, 0), (l1 & wb & xb, 2, 0)]
+            elif kind == "count_w":        # xi_c om_0: -(1 or 2) if x bipolar
+                options += [(l1 & xb & ~wb, 0, 1), (l1 & xb & wb, 1, 1)]
+            elif kind == "count_x":        # om_c xi_0: -(1 or 2) if w bipolar
+                options += [(l1 & wb & ~xb, 0, 1), (l1 & wb & xb, 1, 1)]
+            by_shift, negative_if = {}, Const(0)
+            for select, shift, negative in options:
+                by_shift[shift] = by_shift.get(shift, Const(0)) | select
+                negative_if = negative_if | (select & negative)
+            neg = Signal(name=f"neg_{i}{j}")
+            m.d.comb += neg.eq(negative_if)
+            sels = []
+            for shift, select in sorted(by_shift.items()):
+                sel = Signal(name=f"sel_{i}{j}_s{shift}")
+                m.d.comb += sel.eq(select)
+                sels.append((sel, shift))
+            scales[i, j], negate[i, j] = sels, neg
+        constant = Signal(bits_for(self._width) + 1)   # om_c xi_c N = N when both bipolar
+        m.d.comb += constant.eq(Mux(l1 & wb & xb, cmd.lanes, 0) +
+                                sum(negate.values(), Const(0, 5)))
+        return scales, negate, constant
+
+    def _active_mask(self, m, cmd):
+        """Bit ``b`` is in an active lane iff ``b < lanes * L`` (thermometer code)."""
+        W = self._width
         active_bits = Signal(bits_for(W) + 2)
-        m.d.comb += active_bits.eq(Mux(sel[1], cmd.lanes,
-                                       Mux(sel[2], cmd.lanes << 1, cmd.lanes << 2)))
-        active = Signal(W)
-        m.d.comb += [active[b].eq(b < active_bits) for b in range(W)]
-
-        lanes_of = {}   # (lane, bit offset) -> (decoded feature, active)
-        for lane in (1, 2, 4):
-            for offset in range(0, W, lane):
-                if self._fault == "lane" and offset == lane:
-                    continue
-                x = Signal(signed(lane + 1), name=f"x{lane}_{offset}")
-                m.d.comb += x.eq(self._decode(feature[offset:offset + lane], lane,
-                                              x_signed, x_bipolar))
-                lanes_of[lane, offset] = x
-
-        contributions = []
-        for row in rows:
-            nibbles = []
-            for k in range(W // 4):
-                sums = {}
-                for lane in (1, 2, 4):
-                    terms = []
-                    for offset in range(4 * k, 4 * k + 4, lane):
-                        if (lane, offset) not in lanes_of:
-                            continue
-                        w = self._decode(row[offset:offset + lane], lane, w_signed, w_bipolar)
-                        terms.append(Mux(active[offset], w * lanes_of[lane, offset], 0))
-                    sums[lane] = sum(terms[1:], terms[0]) if terms else Const(0)
-                nibbles.append(Mux(sel[1], sums[1], Mux(sel[2], sums[2], sums[4])))
-            contributions.append(nibbles)
-        return contributions
+        m.d.comb += active_bits.eq(Mux(cmd.lane_width == LaneWidth.L1, cmd.lanes,
+                                       Mux(cmd.lane_width == LaneWidth.L2,
+                                           cmd.lanes << 1, cmd.lanes << 2)))
+        hi, lo = active_bits >> 4, active_bits[:4]
+        mask = Signal(W)
+        below = [Signal(name=f"mask_hi_lt{h}") for h in range((W + 15) // 16)]
+        at = [Signal(name=f"mask_hi_eq{h}") for h in range((W + 15) // 16)]
+        for h in range(len(below)):
+            m.d.comb += [below[h].eq(h < hi), at[h].eq(h == hi)]
+        for b in range(W):
+            m.d.comb += mask[b].eq(below[b >> 4] | (at[b >> 4] & ((b & 15) < lo)))
+        return mask
 
     def elaborate(self, platform):
         m = Module()
@@ -370,52 +484,114 @@ class DIMCTile(wiring.Component):
         a_valid = Signal()
         a_cmd = Signal(cmd.shape())
         a_error = Signal()
+        a_mask = Signal(W)
+        cmd_mask = self._active_mask(m, cmd)
         with m.If(advance):
             m.d.sync += [
                 a_valid.eq(self.cmd.valid & self.cmd.ready),
                 a_cmd.eq(cmd),
                 a_error.eq(lane_bad | (cmd.group >= depth)),
+                a_mask.eq(cmd_mask),
             ]
 
-        # -- stage B onwards: nibbles, adder tree, result ---------------------
-        dwidth = dot_width(W)
-        cuts = {(i * self._tree_levels) // (self._pipeline_depth - 2)
-                for i in range(self._pipeline_depth - 2)}
-        valid, tag, error = a_valid, a_cmd.group * P, a_error
+        # -- stage B onwards: channel popcounts, weighting, result ------------
+        # The datapath has four places for the ``pipeline_depth - 2`` cuts, taken
+        # in this order: the SRAM read and masked features ("operands"; takes the
+        # block RAM's slow output off the datapath), the channel counts, the
+        # carry-save rows, the weighted terms; further cuts delay the result.
+        cuts = CUT_ORDER[:self._pipeline_depth - 2]
         stage_valids = [a_valid]
-        level_values = self._datapath(m, row_data, feature, a_cmd)
+        # the channel weights are decoded from the command here and travel with it
+        scales, negate, constant = self._coefficients(m, a_cmd)
+        coef_fields = [sel for ch in self.CHANNELS for sel, _ in scales[ch]]
+        coef_fields += [negate[ch] for ch in self.CHANNELS] + [constant]
+        coef = Signal(sum(len(f) for f in coef_fields))
+        m.d.comb += coef.eq(Cat(*coef_fields))
+        ctl = (a_valid, coef, a_cmd.group * P, a_error)
 
-        def register(values, level):
-            regs = []
-            for bank, vals in enumerate(values):
-                row = []
-                for k, v in enumerate(vals):
-                    r = Signal(signed(dwidth), name=f"l{level}_b{bank}_{k}")
-                    with m.If(advance):
-                        m.d.sync += r.eq(v)
-                    row.append(r)
-                regs.append(row)
-            return regs
-
-        def register_ctl(level, valid, tag, error):
-            out = (Signal(name=f"l{level}_valid"), Signal(self._row_bits + 1, name=f"l{level}_row"),
+        def register_ctl(level, ctl):
+            valid, c, tag, error = ctl
+            out = (Signal(name=f"l{level}_valid"), Signal(c.shape(), name=f"l{level}_coef"),
+                   Signal(self._row_bits + 1, name=f"l{level}_row"),
                    Signal(name=f"l{level}_error"))
             with m.If(advance):
-                m.d.sync += [out[0].eq(valid), out[1].eq(tag), out[2].eq(error)]
+                m.d.sync += [o.eq(v) for o, v in zip(out, ctl)]
+            stage_valids.append(out[0])
             return out
 
-        for level in range(self._tree_levels + 1):
-            if level in cuts:
-                level_values = register(level_values, level)
-                valid, tag, error = register_ctl(level, valid, tag, error)
-                stage_valids.append(valid)
-            if level == self._tree_levels:
-                break
-            level_values = [
-                [vals[i] + vals[i + 1] if i + 1 < len(vals) else vals[i]
-                 for i in range(0, len(vals), 2)]
-                for vals in level_values]
+        def register(value, name):
+            r = Signal(value.shape(), name=name)
+            with m.If(advance):
+                m.d.sync += r.eq(value)
+            return r
 
+        rows, wide, features, count_w = self._operands(
+            m, row_data, feature, a_mask, a_cmd.lane_width == LaneWidth.L1)
+        if "operands" in cuts:
+            rows = [register(r, f"l0_row{bank}") for bank, r in enumerate(rows)]
+            wide = [register(r, f"l0_row_or_l1_{bank}") for bank, r in enumerate(wide)]
+            features, count_w = register(features, "l0_features"), register(count_w, "l0_count_w")
+            ctl = register_ctl(0, ctl)
+        count_bits = bits_for(W // 4)
+        csa_rows = self._compress(m, self._nibble_bits(m, rows, wide, features, count_w), count_bits)
+        if "rows" in cuts:
+            csa_rows = [[register(v, f"l1_r{r}_c{col}") for col, v in enumerate(row)]
+                        for r, row in enumerate(csa_rows)]
+            ctl = register_ctl(1, ctl)
+        counts = []                 # counts[bank][channel]
+        for bank in range(P):
+            chans = {}
+            for n, ch in enumerate(self.CHANNELS):
+                bit = bank * len(self.CHANNELS) + n
+                a, b = (Cat(*[col[bit] for col in row]) for row in csa_rows)
+                count = Signal(count_bits, name=f"count_b{bank}_{ch[0]}{ch[1]}")
+                m.d.comb += count.eq(a + b)
+                chans[ch] = count
+            counts.append(chans)
+        if "counts" in cuts:
+            counts = [{ch: register(v, f"l2_{v.name}") for ch, v in chans.items()}
+                      for chans in counts]
+            ctl = register_ctl(2, ctl)
+
+        pos, unpacked = 0, []
+        for f in coef_fields:
+            unpacked.append(ctl[1][pos:pos + len(f)])
+            pos += len(f)
+        fields = iter(unpacked)
+        scales = {ch: [(next(fields), shift) for _, shift in scales[ch]] for ch in self.CHANNELS}
+        negate = {ch: next(fields) for ch in self.CHANNELS}
+        constant = next(fields)
+        dwidth = dot_width(W)
+        terms = []                  # terms[bank]: the 16 weighted counts and the constant
+        for bank, chans in enumerate(counts):
+            bank_terms = []
+            for ch, count in chans.items():
+                scaled = Signal(dwidth, name=f"scaled_b{bank}_{ch[0]}{ch[1]}")
+                m.d.comb += scaled.eq(_or_all([Mux(sel, count << shift, 0)
+                                               for sel, shift in scales[ch]], dwidth))
+                term = Signal(signed(dwidth), name=f"wterm_b{bank}_{ch[0]}{ch[1]}")
+                m.d.comb += term.eq(scaled ^ negate[ch].replicate(dwidth))
+                bank_terms.append(term)
+            bank_terms.append(constant)
+            terms.append(bank_terms)
+        if "terms" in cuts:
+            terms = [[register(t, f"l3_b{bank}_{n}") for n, t in enumerate(bank_terms)]
+                     for bank, bank_terms in enumerate(terms)]
+            ctl = register_ctl(3, ctl)
+        valid, c, tag, error = ctl
+        dots = []
+        for bank, bank_terms in enumerate(terms):
+            while len(bank_terms) > 1:
+                bank_terms = [bank_terms[k] + bank_terms[k + 1] if k + 1 < len(bank_terms)
+                              else bank_terms[k] for k in range(0, len(bank_terms), 2)]
+            dot = Signal(signed(dwidth), name=f"dot_b{bank}")
+            m.d.comb += dot.eq(Mux(error, 0, bank_terms[0]))
+            dots.append(dot)
+        # cuts beyond the four datapath boundaries delay the finished result
+        for extra in range(self._pipeline_depth - 2 - len(cuts)):
+            dots = [register(d, f"delay{extra}_{d.name}") for d in dots]
+            ctl = register_ctl(4 + extra, ctl)
+            valid, c, tag, error = ctl
         with m.If(advance):
             m.d.sync += [
                 self.res.valid.eq(valid),
@@ -423,7 +599,7 @@ class DIMCTile(wiring.Component):
                 self.res.payload.error.eq(error),
             ]
             for bank in range(P):
-                m.d.sync += self.res.payload.dot[bank].eq(Mux(error, 0, level_values[bank][0]))
+                m.d.sync += self.res.payload.dot[bank].eq(dots[bank])
 
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.res.valid).any())
         return m
