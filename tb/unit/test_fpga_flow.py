@@ -80,7 +80,8 @@ def test_ecp5_synthesis_of_the_tiny_tile(tmp_path):
     assert tile.get("DP16KD", 0) == 2, tile
     assert tile.get("TRELLIS_DPR16X4", 0) == 0, tile
     assert tile.get("MULT18X18D", 0) == 0, tile
-    assert tile.get("LUT4", 0) > 1000 and tile.get("CCU2C", 0) > 100, tile
+    # carry-save popcount trees in LUTs, the count and weighted-sum adders on carry chains
+    assert tile.get("LUT4", 0) > 1000 and tile.get("CCU2C", 0) > 10, tile
     assert tile.get("TRELLIS_FF", 0) > 50, tile
     assert (work / "report.md").read_text().startswith("# FPGA report: tiny tile on ulx3s")
 

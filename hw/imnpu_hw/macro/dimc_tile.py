@@ -380,7 +380,9 @@ class DIMCTile(wiring.Component):
         for h in range(len(below)):
             m.d.comb += [below[h].eq(h < hi), at[h].eq(h == hi)]
         for b in range(W):
-            m.d.comb += mask[b].eq(below[b >> 4] | (at[b >> 4] & ((b & 15) < lo)))
+            # (b & 15) < lo is never true for b & 15 == 15
+            inside = (lo > (b & 15)) if b & 15 != 15 else Const(0)
+            m.d.comb += mask[b].eq(below[b >> 4] | (at[b >> 4] & inside))
         return mask
 
     def elaborate(self, platform):
