@@ -77,6 +77,26 @@ def yosys_resources(stat, module, board):
     return {"cells": dict(sorted(counts.items())), "summary": dict(summary)}
 
 
+def submodules(stat, module):
+    """The modules under ``module`` (names relative to it), one per kind.
+
+    Repeated instances (``cluster0``, ``cluster1``, ...) are listed once, with
+    their number; each row counts the module with its own submodules.
+    """
+    prefix = module.lstrip("\\") + "."
+    seen = {}
+    for name in sorted(stat["modules"]):
+        name = name.lstrip("\\")
+        if name.startswith(prefix):
+            rel = name[len(prefix):]
+            kind = re.sub(r"\d+", "#", rel)
+            if kind in seen:
+                seen[kind][1] += 1
+            else:
+                seen[kind] = [rel, 1]
+    return [tuple(v) for v in seen.values()]
+
+
 _SUFFIX = re.compile(r"_(?=[A-Z])|\$")
 
 
@@ -250,7 +270,12 @@ def build_report(work, board, config, meta):
               "distributed LUT RAM.", "", header, "| --- |" + " ---: |" * 7,
               row(f"whole design (`{meta['top']}`)", whole),
               row(f"{meta['block'] if meta['block'] != 'selftest' else 'IMNPU top'} "
-                  f"(`{meta['kept_module']}`)", block), ""]
+                  f"(`{meta['kept_module']}`)", block)]
+    for name, count in submodules(stat, meta["kept_module"]):
+        each = f" (each of {count})" if count > 1 else ""
+        lines.append(row(f"&nbsp;&nbsp;`{name}`{each}",
+                         yosys_resources(stat, f"{meta['kept_module']}.{name}", board)))
+    lines.append("")
 
     # -- timing ----------------------------------------------------------------
     fmax_core = None
