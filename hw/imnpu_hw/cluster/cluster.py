@@ -31,7 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from ..macro import DIMCTile, LaneEncoding, LaneWidth
+from ..macro import DIMCTileGroup, LaneEncoding, LaneWidth
 from ..macro.dimc_tile import BusRequest, BusResponse
 from ..params import positive_int
 from .accumulator import saturating_add
@@ -118,16 +118,17 @@ class Cluster(wiring.Component):
         self._act_word = act_word
         self._act_depth = act_bytes * 8 // act_word
         self._act_bytes = act_bytes
-        self._tiles = [DIMCTile(rows=rows, width=width, parallel=parallel, word_width=SYSTEM_WORD,
-                                pipeline_depth=tile_depth, feature_width=width)
-                       for _ in range(tiles)]
+        # the tiles share one feature register and command path (one front end)
+        self._tiles = DIMCTileGroup(count=tiles, rows=rows, width=width, parallel=parallel,
+                                    word_width=SYSTEM_WORD, pipeline_depth=tile_depth,
+                                    feature_width=width)
         self._builder = PatchBuilder(width=width, word_width=act_word, depth=self._act_depth,
                                      max_dim=MAX_DIM, max_kernel=255, max_passes=1)
         self._pool = MaxPoolUnit(word_width=act_word, depth=self._act_depth, max_dim=MAX_DIM)
         self._stages = [OutputStage(tag_width=1, pipeline_depth=output_depth)
                         for _ in range(tiles)]
         self._addr_bits = max(1, ceil_log2(self._act_depth))
-        self._tile_addr_bits = len(self._tiles[0].bus.payload.addr)
+        self._tile_addr_bits = len(self._tiles.bus[0].payload.addr)
         tile_sel_bits = max(1, ceil_log2(tiles))
         super().__init__({
             "start": In(1),
@@ -157,7 +158,7 @@ class Cluster(wiring.Component):
     P = property(lambda self: self._P)
     act_word = property(lambda self: self._act_word)
     act_depth = property(lambda self: self._act_depth)
-    tile_latency = property(lambda self: self._tiles[0].pipeline_depth)
+    tile_latency = property(lambda self: self._tiles.pipeline_depth)
     tile_addr_bits = property(lambda self: self._tile_addr_bits)
 
     # -- descriptor checks ----------------------------------------------------
@@ -268,9 +269,8 @@ class Cluster(wiring.Component):
         T, R, W, P, AW = self._T, self._R, self._W, self._P, self._act_word
         words_per_row = W // SYSTEM_WORD
 
-        for t, tile in enumerate(self._tiles):
-            m.submodules[f"tile{t}"] = tile
-            m.d.comb += tile.res.ready.eq(1)
+        m.submodules.tiles = tiles = self._tiles
+        m.d.comb += tiles.res.ready.eq(1)
         m.submodules.builder = builder = self._builder
         m.submodules.pool = pool = self._pool
         for t, stage in enumerate(self._stages):
@@ -401,12 +401,12 @@ class Cluster(wiring.Component):
             with m.State("W_LOAD"):
                 m.d.comb += resp.ready.eq(1)
                 with m.If(resp.valid):
-                    for t, tile in enumerate(self._tiles):
+                    for t, tile_bus in enumerate(tiles.bus):
                         m.d.comb += [
-                            tile.bus.valid.eq((wl_tile == t) & ~resp.payload.error),
-                            tile.bus.payload.addr.eq(tile.bus_address(wl_row, wl_word)),
-                            tile.bus.payload.write.eq(1),
-                            tile.bus.payload.data.eq(resp.payload.data),
+                            tile_bus.valid.eq((wl_tile == t) & ~resp.payload.error),
+                            tile_bus.payload.addr.eq(tiles.bus_address(wl_row, wl_word)),
+                            tile_bus.payload.write.eq(1),
+                            tile_bus.payload.data.eq(resp.payload.data),
                         ]
                     m.d.sync += words_left.eq(words_left - 1)
                     with m.If(wl_word == words_per_row - 1):
@@ -532,23 +532,22 @@ class Cluster(wiring.Component):
         m.d.comb += cmd_group.eq(Mux(issuing, group_base + k,
                                      Mux(chunk.payload.first, 0, group_base + groups)))
         lanes_now = Mux(issuing, cur_lanes, chunk.payload.lanes)
-        for tile in self._tiles:
-            m.d.comb += [
-                tile.feat.valid.eq(issue_first_k),
-                tile.feat.payload.data.eq(chunk.payload.features),
-                tile.cmd.valid.eq(issue),
-                tile.cmd.payload.group.eq(cmd_group),
-                tile.cmd.payload.lane_width.eq(d.lane),
-                tile.cmd.payload.weight_encoding.eq(
-                    Mux(d.w_type.encoding == LaneEncoding.BIPOLAR.value,
-                        Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
-                        d.w_type.encoding)),
-                tile.cmd.payload.feature_encoding.eq(
-                    Mux(d.x_type.encoding == LaneEncoding.BIPOLAR.value,
-                        Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
-                        d.x_type.encoding)),
-                tile.cmd.payload.lanes.eq(lanes_now),
-            ]
+        m.d.comb += [
+            tiles.feat.valid.eq(issue_first_k),
+            tiles.feat.payload.data.eq(chunk.payload.features),
+            tiles.cmd.valid.eq(issue),
+            tiles.cmd.payload.group.eq(cmd_group),
+            tiles.cmd.payload.lane_width.eq(d.lane),
+            tiles.cmd.payload.weight_encoding.eq(
+                Mux(d.w_type.encoding == LaneEncoding.BIPOLAR.value,
+                    Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
+                    d.w_type.encoding)),
+            tiles.cmd.payload.feature_encoding.eq(
+                Mux(d.x_type.encoding == LaneEncoding.BIPOLAR.value,
+                    Mux(d.lane == LaneWidth.L1, LaneEncoding.BIPOLAR, LaneEncoding.SIGNED),
+                    d.x_type.encoding)),
+            tiles.cmd.payload.lanes.eq(lanes_now),
+        ]
         first_now = Mux(issuing, cur_first, chunk.payload.first)
         last_now = Mux(issuing, cur_last, chunk.payload.last)
         k_now = Mux(issuing, k, 0)
@@ -589,7 +588,7 @@ class Cluster(wiring.Component):
         overflow = Signal()
         acc_en = Signal()
         m.d.comb += acc_en.eq(stage.valid & stage.hit)
-        for t, tile in enumerate(self._tiles):
+        for t in range(T):
             acc_out.append([])
             for p in range(P):
                 acc = Memory(shape=signed(32), depth=BANKS << gbits, init=[])
@@ -597,7 +596,7 @@ class Cluster(wiring.Component):
                 acc_rd = acc.read_port(domain="comb")
                 acc_wr = acc.write_port()
                 acc_out[t].append(acc.read_port(domain="comb"))
-                dot = tile.res.payload.dot[p]
+                dot = tiles.res.payload.dot[t][p]
                 value, ovf = saturating_add(acc_rd.data, dot)
                 addr = Cat(stage.group, stage.bank)
                 m.d.comb += [acc_rd.addr.eq(addr), acc_wr.addr.eq(addr),
@@ -821,23 +820,23 @@ class Cluster(wiring.Component):
         tile_ok = Signal()
         m.d.comb += [tb.ready.eq(1), tile_ok.eq(seq_idle & (tile_sel < T))]
         with m.If(seq_idle):
-            for t, tile in enumerate(self._tiles):
+            for t, tile_bus in enumerate(tiles.bus):
                 m.d.comb += [
-                    tile.bus.valid.eq(tb.valid & tile_ok & (tile_sel == t)),
-                    tile.bus.payload.addr.eq(tb.payload.addr[:self._tile_addr_bits]),
-                    tile.bus.payload.write.eq(tb.payload.write),
-                    tile.bus.payload.data.eq(tb.payload.data),
+                    tile_bus.valid.eq(tb.valid & tile_ok & (tile_sel == t)),
+                    tile_bus.payload.addr.eq(tb.payload.addr[:self._tile_addr_bits]),
+                    tile_bus.payload.write.eq(tb.payload.write),
+                    tile_bus.payload.data.eq(tb.payload.data),
                 ]
         resp_tile = Signal.like(tile_sel)
         refused = Signal()
         m.d.sync += [self.tile_bus_resp.valid.eq(tb.valid), refused.eq(tb.valid & ~tile_ok),
                      resp_tile.eq(tile_sel)]
         with m.Switch(resp_tile):
-            for t, tile in enumerate(self._tiles):
+            for t, tile_resp in enumerate(tiles.bus_resp):
                 with m.Case(t):
-                    m.d.comb += [self.tile_bus_resp.payload.data.eq(tile.bus_resp.payload.data),
+                    m.d.comb += [self.tile_bus_resp.payload.data.eq(tile_resp.payload.data),
                                  self.tile_bus_resp.payload.error.eq(
-                                     refused | tile.bus_resp.payload.error)]
+                                     refused | tile_resp.payload.error)]
             with m.Default():
                 m.d.comb += self.tile_bus_resp.payload.error.eq(1)
         return m

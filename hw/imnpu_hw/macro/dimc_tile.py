@@ -14,6 +14,10 @@ and encodings, plus the constant term of bipolar lanes (see ``_coefficients``).
 The channel popcounts are carry-save (full adder) trees. Pipeline registers
 go after the SRAM read, then on the counts, the carry-save rows and the
 weighted terms (``CUT_ORDER``) to reach ``pipeline_depth``.
+
+:class:`DIMCTileGroup` is ``count`` such tiles sharing one feature register and
+command path (the cluster's broadcast feature path): one front end, ``count``
+arrays.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned, signed
@@ -24,8 +28,8 @@ from amaranth.utils import bits_for, ceil_log2
 from ..params import positive_int
 
 __all__ = [
-    "LaneWidth", "LaneEncoding", "DIMCTile",
-    "BusRequest", "BusResponse", "FeatureWrite", "ComputeCommand", "ComputeResult",
+    "LaneWidth", "LaneEncoding", "DIMCTile", "DIMCTileGroup",
+    "BusRequest", "BusResponse", "FeatureWrite", "ComputeCommand", "ComputeResult", "GroupResult",
     "dot_width",
 ]
 
@@ -105,6 +109,15 @@ def ComputeResult(row_width, parallel, width):
     })
 
 
+def GroupResult(row_width, parallel, width, count):
+    """Result of a :class:`DIMCTileGroup` command: ``dot[t]`` are tile ``t``'s."""
+    return data.StructLayout({
+        "row": unsigned(row_width),
+        "dot": data.ArrayLayout(data.ArrayLayout(signed(dot_width(width)), parallel), count),
+        "error": unsigned(1),
+    })
+
+
 def _or_all(values, width):
     result = Const(0, width)
     for v in values:
@@ -115,7 +128,496 @@ def _or_all(values, width):
 #: where the tile's pipeline registers go, in the order ``pipeline_depth`` adds them
 CUT_ORDER = ("operands", "counts", "rows", "terms")
 
+# -- datapath -----------------------------------------------------------------
+#
+# Bit-plane formulation. With weight lane value w = sum_i om_i a_i + om_c and
+# feature lane value x = sum_j xi_j b_j + xi_c (a, b the lane bits; om_i is 2^i,
+# negated for the top bit of a signed lane; bipolar is om_0 = 2, om_c = -1),
+#
+#   sum_lanes w*x = sum_ij om_i xi_j P_ij + xi_c sum_i om_i A_i
+#                   + om_c sum_j xi_j B_j + om_c xi_c N
+#
+# with P_ij, A_i, B_j popcounts of a_i & b_j, a_i and b_j over the active lanes.
+# Nibble bit i of a row is weight bit i of its lane at L=4, bit i % 2 at L=2
+# and bit 0 at L=1, so one set of 16 *channels* (i, j), each the popcount over
+# the row's W/4 nibbles of weight bit 4k+i AND feature bit 4k+j, serves every
+# lane width: P_ij needs i, j in the same lane; the constant terms exist only
+# at L=1 (bipolar), where the off-diagonal channels are free to count A and B.
+# The channel popcounts are then weighted by +-2^s and summed.
+#
+# Everything that does not depend on the array contents (feature register,
+# command decode, lane mask, masked features, channel weights) is the *front
+# end*; the *array* is the SRAM and the popcount / weighting datapath. A
+# DIMCTile is one of each; a DIMCTileGroup shares one front end among its
+# tiles, as the cluster's broadcast feature path does.
 
+#: the 16 channels (i, j): weight bit i, feature bit j of a nibble
+CHANNELS = [(i, j) for i in range(4) for j in range(4)]
+
+
+def _channel_kind(i, j):
+    """``diag``, ``count_w`` (A_i at L=1), ``count_x`` (B_j at L=1) or ``free``."""
+    return {0: "diag", 1: "count_w", 2: "count_x", 3: "free"}[(j - i) % 4]
+
+
+def _channel_options(i, j, l1, l2, l4, ws, xs, wb, xb):
+    """``(select, shift, negative)`` of channel ``(i, j)``: with ``select`` the
+    channel count weighs ``-2**shift`` if ``negative`` else ``2**shift``."""
+    kind = _channel_kind(i, j)
+    options = [(l4, i + j, ((i == 3) & ws) ^ ((j == 3) & xs))]
+    if i // 2 == j // 2:
+        options.append((l2, i % 2 + j % 2, ((i % 2 == 1) & ws) ^ ((j % 2 == 1) & xs)))
+    if kind == "diag":
+        options += [(l1 & ~wb & ~xb, 0, 0), (l1 & (wb ^ xb), 1, 0), (l1 & wb & xb, 2, 0)]
+    elif kind == "count_w":        # xi_c om_0: -(1 or 2) if x bipolar
+        options += [(l1 & xb & ~wb, 0, 1), (l1 & xb & wb, 1, 1)]
+    elif kind == "count_x":        # om_c xi_0: -(1 or 2) if w bipolar
+        options += [(l1 & wb & ~xb, 0, 1), (l1 & wb & xb, 1, 1)]
+    return options
+
+
+def _channel_shifts(i, j):
+    """The shifts channel ``(i, j)`` can weigh its count by, ascending."""
+    return sorted({shift for _, shift, _ in _channel_options(i, j, *[Const(0)] * 7)})
+
+
+class _Geometry:
+    """Validated parameters of a tile and the sizes derived from them."""
+
+    def __init__(self, rows, width, parallel, word_width, pipeline_depth, feature_width, fault):
+        feature_width = word_width if feature_width is None else feature_width
+        for name, value in (("rows", rows), ("width", width), ("parallel", parallel),
+                            ("word_width", word_width), ("pipeline_depth", pipeline_depth),
+                            ("feature_width", feature_width)):
+            positive_int(name, value)
+        if width % 4:
+            raise ValueError(f"width must be a multiple of 4, not {width}")
+        if width % word_width:
+            raise ValueError(f"width {width} is not a multiple of word_width {word_width}")
+        if width % feature_width:
+            raise ValueError(f"width {width} is not a multiple of feature_width {feature_width}")
+        if rows % parallel:
+            raise ValueError(f"parallel {parallel} does not divide rows {rows}")
+        tree_levels = ceil_log2(width // 4)
+        if not 2 <= pipeline_depth <= 2 + tree_levels:
+            raise ValueError(
+                f"pipeline_depth must be 2..{2 + tree_levels} for width {width}, "
+                f"not {pipeline_depth}")
+        if fault not in (None, "sign", "lane"):
+            raise ValueError(f"_fault must be None, 'sign' or 'lane', not {fault!r}")
+        self.rows, self.width, self.parallel = rows, width, parallel
+        self.word_width, self.feature_width = word_width, feature_width
+        self.pipeline_depth, self.fault = pipeline_depth, fault
+        self.words = width // word_width
+        self.feature_words = width // feature_width
+        self.word_bits = ceil_log2(self.words)
+        self.row_bits = max(1, ceil_log2(rows))
+        self.group_bits = max(1, ceil_log2(rows // parallel))
+        self.depth = rows // parallel
+        # the datapath has four places for the ``pipeline_depth - 2`` cuts (CUT_ORDER):
+        # the SRAM read and masked features ("operands"; takes the block RAM's slow
+        # output off the datapath), the channel counts, the carry-save rows, the
+        # weighted terms; further cuts delay the result.
+        self.cuts = CUT_ORDER[:pipeline_depth - 2]
+        self.extra_delays = pipeline_depth - 2 - len(self.cuts)
+        self.count_bits = bits_for(width // 4)
+        self.dot_width = dot_width(width)
+        self.shifts = {ch: _channel_shifts(*ch) for ch in CHANNELS}
+        self.constant_bits = bits_for(width) + 1
+        self.coef_bits = (sum(len(s) for s in self.shifts.values()) + len(CHANNELS) +
+                          self.constant_bits)
+
+    def bus_request(self):
+        return BusRequest(self.row_bits + self.word_bits, self.word_width)
+
+    def bus_response(self):
+        return wiring.Signature({"valid": Out(1), "payload": Out(BusResponse(self.word_width))})
+
+    def feature_write(self):
+        return FeatureWrite(max(1, ceil_log2(self.feature_words)), self.feature_width)
+
+    def command(self):
+        return ComputeCommand(self.group_bits, self.width)
+
+    def operands(self):
+        """What the front end hands every array, at the datapath's first stage."""
+        return data.StructLayout({
+            "valid": 1,
+            "error": 1,                          # illegal command: the dot products are 0
+            "row": self.row_bits + 1,            # group * P
+            "l1": 1,                             # 1-bit lanes
+            "coef": self.coef_bits,              # channel weights, see _coefficients
+            "features": self.width,              # features masked to the active lanes
+            "count_w": self.width,               # feature operand of the count_w channels
+        })
+
+    def bus_address(self, row, word):
+        return (row << self.word_bits) | word
+
+
+def _register(m, advance, value, name):
+    r = Signal(value.shape(), name=name)
+    with m.If(advance):
+        m.d.sync += r.eq(value)
+    return r
+
+
+# -- front end ------------------------------------------------------------------
+
+def _active_mask(m, g, cmd):
+    """Bit ``b`` is in an active lane iff ``b < lanes * L`` (thermometer code)."""
+    W = g.width
+    active_bits = Signal(bits_for(W) + 2)
+    m.d.comb += active_bits.eq(Mux(cmd.lane_width == LaneWidth.L1, cmd.lanes,
+                                   Mux(cmd.lane_width == LaneWidth.L2,
+                                       cmd.lanes << 1, cmd.lanes << 2)))
+    hi, lo = active_bits >> 4, active_bits[:4]
+    mask = Signal(W)
+    below = [Signal(name=f"mask_hi_lt{h}") for h in range((W + 15) // 16)]
+    at = [Signal(name=f"mask_hi_eq{h}") for h in range((W + 15) // 16)]
+    for h in range(len(below)):
+        m.d.comb += [below[h].eq(h < hi), at[h].eq(h == hi)]
+    for b in range(W):
+        # (b & 15) < lo is never true for b & 15 == 15
+        inside = (lo > (b & 15)) if b & 15 != 15 else Const(0)
+        m.d.comb += mask[b].eq(below[b >> 4] | (at[b >> 4] & inside))
+    return mask
+
+
+def _coefficients(m, g, cmd):
+    """The weights of the channel counts for ``cmd``, packed.
+
+    Per channel the selects of its shifts (:func:`_channel_shifts`; at most one
+    is high: the count weighs ``+-2**shift``; none: 0), then the 16 ``negate``
+    bits, then ``constant``: the bipolar term plus one per negated channel, so
+    that ``sum(count << shift ^ -negate) + constant`` is the dot product
+    (``-v == ~v + 1``). :func:`_unpack_coefficients` reads it back.
+    """
+    l1 = cmd.lane_width == LaneWidth.L1
+    l2 = cmd.lane_width == LaneWidth.L2
+    l4 = ~l1 & ~l2
+    ws = cmd.weight_encoding == LaneEncoding.SIGNED
+    xs = cmd.feature_encoding == LaneEncoding.SIGNED
+    wb = cmd.weight_encoding == LaneEncoding.BIPOLAR
+    xb = cmd.feature_encoding == LaneEncoding.BIPOLAR
+    if g.fault == "sign":
+        ws = xs = Const(0)
+    selects, negates = [], []
+    for i, j in CHANNELS:
+        by_shift, negative_if = {}, Const(0)
+        for select, shift, negative in _channel_options(i, j, l1, l2, l4, ws, xs, wb, xb):
+            by_shift[shift] = by_shift.get(shift, Const(0)) | select
+            negative_if = negative_if | (select & negative)
+        neg = Signal(name=f"neg_{i}{j}")
+        m.d.comb += neg.eq(negative_if)
+        for shift in g.shifts[i, j]:
+            sel = Signal(name=f"sel_{i}{j}_s{shift}")
+            m.d.comb += sel.eq(by_shift[shift])
+            selects.append(sel)
+        negates.append(neg)
+    constant = Signal(g.constant_bits)   # om_c xi_c N = N when both bipolar
+    m.d.comb += constant.eq(Mux(l1 & wb & xb, cmd.lanes, 0) + sum(negates, Const(0, 5)))
+    return Cat(*selects, *negates, constant)
+
+
+def _unpack_coefficients(g, coef):
+    """``(scales, negate, constant)`` of a packed :func:`_coefficients` value:
+    ``scales[ch]`` a list of ``(select, shift)``, ``negate[ch]`` a bit."""
+    pos, scales, negate = 0, {}, {}
+    for ch in CHANNELS:
+        scales[ch] = [(coef[pos + n], shift) for n, shift in enumerate(g.shifts[ch])]
+        pos += len(g.shifts[ch])
+    for ch in CHANNELS:
+        negate[ch] = coef[pos]
+        pos += 1
+    return scales, negate, coef[pos:pos + g.constant_bits]
+
+
+def _front_end(m, g, feat, cmd, advance, bus_valid):
+    """Feature register, command stage and operand preparation.
+
+    Returns the :meth:`_Geometry.operands` of the command in the datapath's
+    first stage (after the ``operands`` cut when the pipeline has it) and the
+    valid bits of the stages the front end holds.
+    """
+    W = g.width
+    m.d.comb += [feat.ready.eq(advance), cmd.ready.eq(advance & ~bus_valid)]
+
+    feature = Signal(W)
+    with m.If(feat.valid & advance):
+        if g.feature_words == 1:
+            m.d.sync += feature.eq(feat.payload.data)
+        else:
+            m.d.sync += feature.word_select(feat.payload.word, g.feature_width).eq(feat.payload.data)
+
+    # -- stage A: command accepted, SRAM read in flight ------------------------
+    c = cmd.payload
+    lane_bad = Signal()
+    with m.Switch(c.lane_width):
+        for lw in LaneWidth:
+            with m.Case(lw):
+                if lw.bits == 1:
+                    ok = ((c.weight_encoding != LaneEncoding.SIGNED) &
+                          (c.feature_encoding != LaneEncoding.SIGNED))
+                else:
+                    ok = ((c.weight_encoding != LaneEncoding.BIPOLAR) &
+                          (c.feature_encoding != LaneEncoding.BIPOLAR))
+                ok &= ((c.weight_encoding.as_value() != 3) &
+                       (c.feature_encoding.as_value() != 3))
+                m.d.comb += lane_bad.eq(~ok | (c.lanes > W // lw.bits))
+        with m.Default():
+            m.d.comb += lane_bad.eq(1)
+
+    a_valid = Signal()
+    a_cmd = Signal(c.shape())
+    a_error = Signal()
+    a_mask = Signal(W)
+    cmd_mask = _active_mask(m, g, c)
+    with m.If(advance):
+        m.d.sync += [
+            a_valid.eq(cmd.valid & cmd.ready),
+            a_cmd.eq(c),
+            a_error.eq(lane_bad | (c.group >= g.depth)),
+            a_mask.eq(cmd_mask),
+        ]
+
+    # -- stage B: operands (the SRAM data arrives in the arrays) ---------------
+    # the channel weights are decoded from the command here and travel with it
+    ops = Signal(g.operands())
+    l1 = a_cmd.lane_width == LaneWidth.L1
+    features = Signal(W)
+    m.d.comb += features.eq(feature & a_mask)
+    # count_w channels: at L=1 the mask (they count active weight bits), else the
+    # feature bit of their own channel
+    shifted = Cat(*[features[4 * k + (i + 1) % 4] for k in range(W // 4) for i in range(4)])
+    m.d.comb += [
+        ops.valid.eq(a_valid),
+        ops.error.eq(a_error),
+        ops.row.eq(a_cmd.group * g.parallel),
+        ops.l1.eq(l1),
+        ops.coef.eq(_coefficients(m, g, a_cmd)),
+        ops.features.eq(features),
+        ops.count_w.eq(Mux(l1, a_mask, shifted)),
+    ]
+    valids = [a_valid]
+    if "operands" in g.cuts:
+        ops = _register(m, advance, ops, "l0_ops")
+        valids.append(ops.valid)
+    return ops, valids
+
+
+# -- array ----------------------------------------------------------------------
+
+def _nibble_bits(m, g, rows, wide, features, count_w):
+    """Per nibble ``k``, one vector of the 16 * P channel input bits (bank-major)."""
+    vectors = []
+    for k in range(g.width // 4):
+        if g.fault == "lane" and k == 1:
+            continue
+        bits = []
+        for row, row_or in zip(rows, wide):
+            for i, j in CHANNELS:
+                kind = _channel_kind(i, j)
+                if kind == "count_w":
+                    bits.append(row[4 * k + i] & count_w[4 * k + i])
+                elif kind == "count_x":
+                    bits.append(row_or[4 * k + i] & features[4 * k + j])
+                else:
+                    bits.append(row[4 * k + i] & features[4 * k + j])
+        v = Signal(len(bits), name=f"nib{k}")
+        m.d.comb += v.eq(Cat(*bits))
+        vectors.append(v)
+    return vectors
+
+
+def _compress(m, vectors, count_bits):
+    """Carry-save (full adder) reduction of equal-width bit vectors.
+
+    Element-wise, the popcount over ``vectors`` equals ``A + B`` for the two
+    returned lists of per-column vectors (column ``c`` weighs ``2**c``);
+    columns at ``count_bits`` and beyond are dropped, as the counts fit.
+    """
+    width = len(vectors[0])
+    cols = {0: list(vectors)}
+    step = 0
+    while any(len(v) > 2 for v in cols.values()):
+        new = {}
+        for c in sorted(cols):
+            vs = cols[c]
+            n = len(vs) // 3
+            for q in range(n):
+                a, b, d = vs[3 * q:3 * q + 3]
+                total = Signal(width, name=f"csa{step}_c{c}_s{q}")
+                carry = Signal(width, name=f"csa{step}_c{c}_c{q}")
+                m.d.comb += [total.eq(a ^ b ^ d), carry.eq((a & b) | (a & d) | (b & d))]
+                new.setdefault(c, []).append(total)
+                if c + 1 < count_bits:
+                    new.setdefault(c + 1, []).append(carry)
+            new.setdefault(c, []).extend(vs[3 * n:])
+        cols = new
+        step += 1
+    zero = Const(0, width)
+    rows = []
+    for r in range(2):
+        rows.append([cols[c][r] if len(cols.get(c, [])) > r else zero
+                     for c in range(count_bits)])
+    return rows
+
+
+def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
+    """One tile's SRAM banks, memory-mode port and popcount / weighting datapath.
+
+    ``read_group`` is the row group a command accepted this cycle reads; ``ops``
+    the front end's operands; ``out`` the ``(valid, row, error, dots)`` signals
+    the result is registered into. Returns the valid bits of the stages held here.
+    """
+    R, W, P, WW = g.rows, g.width, g.parallel, g.word_width
+    m.d.comb += bus.ready.eq(advance)
+
+    # -- SRAM banks ----------------------------------------------------------
+    bus_row = Signal(g.row_bits + 1)
+    bus_word = Signal(max(1, g.word_bits))
+    m.d.comb += [
+        bus_row.eq(bus.payload.addr >> g.word_bits),
+        bus_word.eq(bus.payload.addr[:g.word_bits] if g.word_bits else 0),
+    ]
+    bus_bad = Signal()
+    m.d.comb += bus_bad.eq((bus_row >= R) | (bus_word >= g.words))
+    # Row r lives in bank r % P at address r // P.
+    if P & (P - 1) == 0:
+        bank_sel = bus_row[:ceil_log2(P)] if P > 1 else Const(0)
+        bank_addr = bus_row >> ceil_log2(P)
+    else:
+        bank_sel, bank_addr = bus_row % P, bus_row // P
+    bus_take = Signal()
+    m.d.comb += bus_take.eq(bus.valid & advance)
+
+    row_data = []
+    for bank in range(P):
+        mem = Memory(shape=unsigned(W), depth=g.depth, init=[])
+        m.submodules[f"bank{bank}"] = mem
+        rd = mem.read_port(domain="sync")
+        wr = mem.write_port(granularity=WW)
+        m.d.comb += [
+            rd.en.eq(advance),
+            rd.addr.eq(Mux(bus.valid, bank_addr, read_group)),
+            wr.addr.eq(bank_addr),
+            wr.data.eq(bus.payload.data.replicate(g.words)),
+        ]
+        with m.If(bus_take & bus.payload.write & ~bus_bad & (bank_sel == bank)):
+            m.d.comb += wr.en.eq(1 << bus_word)
+        row_data.append(rd.data)
+
+    # Memory-mode responses, one cycle after acceptance.
+    resp_bank = Signal(max(1, ceil_log2(P)))
+    resp_word = Signal.like(bus_word)
+    resp_read = Signal()
+    m.d.sync += bus_resp.valid.eq(bus_take)
+    with m.If(bus_take):
+        m.d.sync += [
+            resp_bank.eq(bank_sel),
+            resp_word.eq(bus_word),
+            resp_read.eq(~bus.payload.write & ~bus_bad),
+            bus_resp.payload.error.eq(bus_bad),
+        ]
+    resp_row = Signal(W)
+    with m.Switch(resp_bank):
+        for bank in range(P - 1):
+            with m.Case(bank):
+                m.d.comb += resp_row.eq(row_data[bank])
+        with m.Default():
+            m.d.comb += resp_row.eq(row_data[P - 1])
+    with m.If(resp_read):
+        m.d.comb += bus_resp.payload.data.eq(resp_row.word_select(resp_word, WW))
+
+    # -- channel popcounts, weighting, result ------------------------------------
+    valids = []
+    ctl = (ops.valid, ops.coef, ops.row, ops.error)
+
+    def register_ctl(level, ctl):
+        valid, coef, row, error = ctl
+        regs = (Signal(name=f"l{level}_valid"), Signal(coef.shape(), name=f"l{level}_coef"),
+                Signal(row.shape(), name=f"l{level}_row"), Signal(name=f"l{level}_error"))
+        with m.If(advance):
+            m.d.sync += [r.eq(v) for r, v in zip(regs, ctl)]
+        valids.append(regs[0])
+        return regs
+
+    rows = row_data
+    if "operands" in g.cuts:
+        rows = [_register(m, advance, r, f"l0_row{bank}") for bank, r in enumerate(rows)]
+    # weight operand of the count_x channels: at L=1 they count features alone
+    wide = [Signal(W, name=f"row_or_l1_{bank}") for bank in range(P)]
+    m.d.comb += [w.eq(row | ops.l1.replicate(W)) for w, row in zip(wide, rows)]
+    csa_rows = _compress(m, _nibble_bits(m, g, rows, wide, ops.features, ops.count_w),
+                         g.count_bits)
+    if "rows" in g.cuts:
+        csa_rows = [[_register(m, advance, v, f"l1_r{r}_c{col}") for col, v in enumerate(row)]
+                    for r, row in enumerate(csa_rows)]
+        ctl = register_ctl(1, ctl)
+    counts = []                 # counts[bank][channel]
+    for bank in range(P):
+        chans = {}
+        for n, ch in enumerate(CHANNELS):
+            bit = bank * len(CHANNELS) + n
+            a, b = (Cat(*[col[bit] for col in row]) for row in csa_rows)
+            count = Signal(g.count_bits, name=f"count_b{bank}_{ch[0]}{ch[1]}")
+            m.d.comb += count.eq(a + b)
+            chans[ch] = count
+        counts.append(chans)
+    if "counts" in g.cuts:
+        counts = [{ch: _register(m, advance, v, f"l2_{v.name}") for ch, v in chans.items()}
+                  for chans in counts]
+        ctl = register_ctl(2, ctl)
+
+    scales, negate, constant = _unpack_coefficients(g, ctl[1])
+    dwidth = g.dot_width
+    terms = []                  # terms[bank]: the 16 weighted counts and the constant
+    for bank, chans in enumerate(counts):
+        bank_terms = []
+        for ch, count in chans.items():
+            scaled = Signal(dwidth, name=f"scaled_b{bank}_{ch[0]}{ch[1]}")
+            m.d.comb += scaled.eq(_or_all([Mux(sel, count << shift, 0)
+                                           for sel, shift in scales[ch]], dwidth))
+            term = Signal(signed(dwidth), name=f"wterm_b{bank}_{ch[0]}{ch[1]}")
+            m.d.comb += term.eq(scaled ^ negate[ch].replicate(dwidth))
+            bank_terms.append(term)
+        bank_terms.append(constant)
+        terms.append(bank_terms)
+    if "terms" in g.cuts:
+        terms = [[_register(m, advance, t, f"l3_b{bank}_{n}") for n, t in enumerate(bank_terms)]
+                 for bank, bank_terms in enumerate(terms)]
+        ctl = register_ctl(3, ctl)
+    valid, _, row, error = ctl
+    dots = []
+    for bank, bank_terms in enumerate(terms):
+        while len(bank_terms) > 1:
+            bank_terms = [bank_terms[k] + bank_terms[k + 1] if k + 1 < len(bank_terms)
+                          else bank_terms[k] for k in range(0, len(bank_terms), 2)]
+        dot = Signal(signed(dwidth), name=f"dot_b{bank}")
+        m.d.comb += dot.eq(Mux(error, 0, bank_terms[0]))
+        dots.append(dot)
+    # cuts beyond the four datapath boundaries delay the finished result
+    for extra in range(g.extra_delays):
+        dots = [_register(m, advance, d, f"delay{extra}_{d.name}") for d in dots]
+        ctl = register_ctl(4 + extra, ctl)
+        valid, _, row, error = ctl
+    out_valid, out_row, out_error, out_dots = out
+    with m.If(advance):
+        m.d.sync += [out_valid.eq(valid), out_row.eq(row), out_error.eq(error)]
+        m.d.sync += [o.eq(d) for o, d in zip(out_dots, dots)]
+    return valids
+
+
+def _parameter_properties(cls):
+    for name in ("rows", "width", "parallel", "word_width", "pipeline_depth", "feature_width"):
+        setattr(cls, name, property(lambda self, name=name: getattr(self._geometry, name)))
+    cls.words_per_row = property(lambda self: self._geometry.words)
+    cls.feature_words = property(lambda self: self._geometry.feature_words)
+    return cls
+
+
+@_parameter_properties
 class DIMCTile(wiring.Component):
     """A digital in-memory-computing SRAM tile.
 
@@ -165,443 +667,143 @@ class DIMCTile(wiring.Component):
 
     def __init__(self, *, rows, width, parallel=1, word_width=32, pipeline_depth=2,
                  feature_width=None, _fault=None):
-        feature_width = word_width if feature_width is None else feature_width
-        for name, value in (("rows", rows), ("width", width), ("parallel", parallel),
-                            ("word_width", word_width), ("pipeline_depth", pipeline_depth),
-                            ("feature_width", feature_width)):
-            positive_int(name, value)
-        if width % 4:
-            raise ValueError(f"width must be a multiple of 4, not {width}")
-        if width % word_width:
-            raise ValueError(f"width {width} is not a multiple of word_width {word_width}")
-        if width % feature_width:
-            raise ValueError(f"width {width} is not a multiple of feature_width {feature_width}")
-        if rows % parallel:
-            raise ValueError(f"parallel {parallel} does not divide rows {rows}")
-        self._tree_levels = ceil_log2(width // 4)
-        if not 2 <= pipeline_depth <= 2 + self._tree_levels:
-            raise ValueError(
-                f"pipeline_depth must be 2..{2 + self._tree_levels} for width {width}, "
-                f"not {pipeline_depth}")
-        if _fault not in (None, "sign", "lane"):
-            raise ValueError(f"_fault must be None, 'sign' or 'lane', not {_fault!r}")
-
-        self._rows = rows
-        self._width = width
-        self._parallel = parallel
-        self._word_width = word_width
-        self._pipeline_depth = pipeline_depth
-        self._fault = _fault
-
-        self._feature_width = feature_width
-        self._words = width // word_width
-        self._feature_words = width // feature_width
-        self._word_bits = ceil_log2(self._words)
-        self._row_bits = max(1, ceil_log2(rows))
-        self._group_bits = max(1, ceil_log2(rows // parallel))
+        g = self._geometry = _Geometry(rows, width, parallel, word_width, pipeline_depth,
+                                       feature_width, _fault)
         super().__init__({
-            "bus": In(stream.Signature(BusRequest(self._row_bits + self._word_bits, word_width))),
-            "bus_resp": Out(wiring.Signature({"valid": Out(1),
-                                              "payload": Out(BusResponse(word_width))})),
-            "feat": In(stream.Signature(FeatureWrite(max(1, ceil_log2(self._feature_words)),
-                                                     feature_width))),
-            "cmd": In(stream.Signature(ComputeCommand(self._group_bits, width))),
-            "res": Out(stream.Signature(ComputeResult(self._row_bits, parallel, width))),
+            "bus": In(stream.Signature(g.bus_request())),
+            "bus_resp": Out(g.bus_response()),
+            "feat": In(stream.Signature(g.feature_write())),
+            "cmd": In(stream.Signature(g.command())),
+            "res": Out(stream.Signature(ComputeResult(g.row_bits, parallel, width))),
             "busy": Out(1),
         })
 
-    rows = property(lambda self: self._rows)
-    width = property(lambda self: self._width)
-    parallel = property(lambda self: self._parallel)
-    word_width = property(lambda self: self._word_width)
-    pipeline_depth = property(lambda self: self._pipeline_depth)
-    feature_width = property(lambda self: self._feature_width)
-    words_per_row = property(lambda self: self._words)
-    feature_words = property(lambda self: self._feature_words)
-
     def bus_address(self, row, word):
         """The ``bus.addr`` of word ``word`` of row ``row``."""
-        return (row << self._word_bits) | word
-
-    # -- datapath -------------------------------------------------------------
-    #
-    # Bit-plane formulation. With weight lane value w = sum_i om_i a_i + om_c and
-    # feature lane value x = sum_j xi_j b_j + xi_c (a, b the lane bits; om_i is 2^i,
-    # negated for the top bit of a signed lane; bipolar is om_0 = 2, om_c = -1),
-    #
-    #   sum_lanes w*x = sum_ij om_i xi_j P_ij + xi_c sum_i om_i A_i
-    #                   + om_c sum_j xi_j B_j + om_c xi_c N
-    #
-    # with P_ij, A_i, B_j popcounts of a_i & b_j, a_i and b_j over the active lanes.
-    # Nibble bit i of a row is weight bit i of its lane at L=4, bit i % 2 at L=2
-    # and bit 0 at L=1, so one set of 16 *channels* (i, j), each the popcount over
-    # the row's W/4 nibbles of weight bit 4k+i AND feature bit 4k+j, serves every
-    # lane width: P_ij needs i, j in the same lane; the constant terms exist only
-    # at L=1 (bipolar), where the off-diagonal channels are free to count A and B.
-    # The channel popcounts are then weighted by +-2^s and summed.
-
-    @staticmethod
-    def _channel_kind(i, j):
-        """``diag``, ``count_w`` (A_i at L=1), ``count_x`` (B_j at L=1) or ``free``."""
-        return {0: "diag", 1: "count_w", 2: "count_x", 3: "free"}[(j - i) % 4]
-
-    CHANNELS = [(i, j) for i in range(4) for j in range(4)]
-
-    def _operands(self, m, rows, feature, mask, l1):
-        """The AND operands of the channels, prepared before the first cut.
-
-        Returns per bank the row and the row ORed with ``l1`` (weight operand
-        of the ``count_x`` channels, which count features alone at L=1), the
-        masked features, and the feature operand of the ``count_w`` channels
-        (at L=1 the mask, so that they count active weight bits).
-        """
-        W = self._width
-        wide = [Signal(W, name=f"row_or_l1_{bank}") for bank in range(len(rows))]
-        m.d.comb += [w.eq(row | l1.replicate(W)) for w, row in zip(wide, rows)]
-        features = Signal(W)
-        m.d.comb += features.eq(feature & mask)
-        shifted = Cat(*[features[4 * k + (i + 1) % 4] for k in range(W // 4) for i in range(4)])
-        count_w = Signal(W)
-        m.d.comb += count_w.eq(Mux(l1, mask, shifted))
-        return rows, wide, features, count_w
-
-    def _nibble_bits(self, m, rows, wide, features, count_w):
-        """Per nibble ``k``, one vector of the 16 * P channel input bits (bank-major)."""
-        vectors = []
-        for k in range(self._width // 4):
-            if self._fault == "lane" and k == 1:
-                continue
-            bits = []
-            for row, row_or in zip(rows, wide):
-                for i, j in self.CHANNELS:
-                    kind = self._channel_kind(i, j)
-                    if kind == "count_w":
-                        bits.append(row[4 * k + i] & count_w[4 * k + i])
-                    elif kind == "count_x":
-                        bits.append(row_or[4 * k + i] & features[4 * k + j])
-                    else:
-                        bits.append(row[4 * k + i] & features[4 * k + j])
-            v = Signal(len(bits), name=f"nib{k}")
-            m.d.comb += v.eq(Cat(*bits))
-            vectors.append(v)
-        return vectors
-
-    def _compress(self, m, vectors, count_bits):
-        """Carry-save (full adder) reduction of equal-width bit vectors.
-
-        Element-wise, the popcount over ``vectors`` equals ``A + B`` for the two
-        returned lists of per-column vectors (column ``c`` weighs ``2**c``);
-        columns at ``count_bits`` and beyond are dropped, as the counts fit.
-        """
-        width = len(vectors[0])
-        cols = {0: list(vectors)}
-        step = 0
-        while any(len(v) > 2 for v in cols.values()):
-            new = {}
-            for c in sorted(cols):
-                vs = cols[c]
-                n = len(vs) // 3
-                for q in range(n):
-                    a, b, d = vs[3 * q:3 * q + 3]
-                    total = Signal(width, name=f"csa{step}_c{c}_s{q}")
-                    carry = Signal(width, name=f"csa{step}_c{c}_c{q}")
-                    m.d.comb += [total.eq(a ^ b ^ d), carry.eq((a & b) | (a & d) | (b & d))]
-                    new.setdefault(c, []).append(total)
-                    if c + 1 < count_bits:
-                        new.setdefault(c + 1, []).append(carry)
-                new.setdefault(c, []).extend(vs[3 * n:])
-            cols = new
-            step += 1
-        zero = Const(0, width)
-        rows = []
-        for r in range(2):
-            rows.append([cols[c][r] if len(cols.get(c, [])) > r else zero
-                         for c in range(count_bits)])
-        return rows
-
-    def _coefficients(self, m, cmd):
-        """The weights of the channel counts for ``cmd``.
-
-        Returns ``scales``, per channel a list of ``(select, shift)`` (at most
-        one ``select`` is high: the count weighs ``+-2**shift``; none: 0),
-        ``negate`` per channel, and ``constant``: the bipolar term plus one per
-        negated channel, so that ``sum(count << shift ^ -negate) + constant`` is
-        the dot product (``-v == ~v + 1``).
-        """
-        l1 = cmd.lane_width == LaneWidth.L1
-        l2 = cmd.lane_width == LaneWidth.L2
-        l4 = ~l1 & ~l2
-        ws = cmd.weight_encoding == LaneEncoding.SIGNED
-        xs = cmd.feature_encoding == LaneEncoding.SIGNED
-        wb = cmd.weight_encoding == LaneEncoding.BIPOLAR
-        xb = cmd.feature_encoding == LaneEncoding.BIPOLAR
-        if self._fault == "sign":
-            ws = xs = Const(0)
-        scales, negate = {}, {}
-        for i, j in self.CHANNELS:
-            kind = self._channel_kind(i, j)
-            options = [(l4, i + j, ((i == 3) & ws) ^ ((j == 3) & xs))]
-            if i // 2 == j // 2:
-                options.append((l2, i % 2 + j % 2, ((i % 2 == 1) & ws) ^ ((j % 2 == 1) & xs)))
-            if kind == "diag":
-                options += [(l1 & ~wb & ~xb, 0, 0), (l1 & (wb ^ xb), 1, 0), (l1 & wb & xb, 2, 0)]
-            elif kind == "count_w":        # xi_c om_0: -(1 or 2) if x bipolar
-                options += [(l1 & xb & ~wb, 0, 1), (l1 & xb & wb, 1, 1)]
-            elif kind == "count_x":        # om_c xi_0: -(1 or 2) if w bipolar
-                options += [(l1 & wb & ~xb, 0, 1), (l1 & wb & xb, 1, 1)]
-            by_shift, negative_if = {}, Const(0)
-            for select, shift, negative in options:
-                by_shift[shift] = by_shift.get(shift, Const(0)) | select
-                negative_if = negative_if | (select & negative)
-            neg = Signal(name=f"neg_{i}{j}")
-            m.d.comb += neg.eq(negative_if)
-            sels = []
-            for shift, select in sorted(by_shift.items()):
-                sel = Signal(name=f"sel_{i}{j}_s{shift}")
-                m.d.comb += sel.eq(select)
-                sels.append((sel, shift))
-            scales[i, j], negate[i, j] = sels, neg
-        constant = Signal(bits_for(self._width) + 1)   # om_c xi_c N = N when both bipolar
-        m.d.comb += constant.eq(Mux(l1 & wb & xb, cmd.lanes, 0) +
-                                sum(negate.values(), Const(0, 5)))
-        return scales, negate, constant
-
-    def _active_mask(self, m, cmd):
-        """Bit ``b`` is in an active lane iff ``b < lanes * L`` (thermometer code)."""
-        W = self._width
-        active_bits = Signal(bits_for(W) + 2)
-        m.d.comb += active_bits.eq(Mux(cmd.lane_width == LaneWidth.L1, cmd.lanes,
-                                       Mux(cmd.lane_width == LaneWidth.L2,
-                                           cmd.lanes << 1, cmd.lanes << 2)))
-        hi, lo = active_bits >> 4, active_bits[:4]
-        mask = Signal(W)
-        below = [Signal(name=f"mask_hi_lt{h}") for h in range((W + 15) // 16)]
-        at = [Signal(name=f"mask_hi_eq{h}") for h in range((W + 15) // 16)]
-        for h in range(len(below)):
-            m.d.comb += [below[h].eq(h < hi), at[h].eq(h == hi)]
-        for b in range(W):
-            # (b & 15) < lo is never true for b & 15 == 15
-            inside = (lo > (b & 15)) if b & 15 != 15 else Const(0)
-            m.d.comb += mask[b].eq(below[b >> 4] | (at[b >> 4] & inside))
-        return mask
+        return self._geometry.bus_address(row, word)
 
     def elaborate(self, platform):
         m = Module()
-        R, W, P = self._rows, self._width, self._parallel
-        WW = self._word_width
-        depth = R // P
-
+        g = self._geometry
         # Global-enable pipeline: every stage moves when the output can.
         advance = Signal()
         m.d.comb += advance.eq(~self.res.valid | self.res.ready)
-        m.d.comb += [
-            self.bus.ready.eq(advance),
-            self.feat.ready.eq(advance),
-            self.cmd.ready.eq(advance & ~self.bus.valid),
-        ]
+        ops, front_valids = _front_end(m, g, self.feat, self.cmd, advance, self.bus.valid)
+        res = self.res.payload
+        array_valids = _array(m, g, self.bus, self.bus_resp, advance, self.cmd.payload.group,
+                              ops, (self.res.valid, res.row, res.error,
+                                    [res.dot[bank] for bank in range(g.parallel)]))
+        m.d.comb += self.busy.eq(Cat(*front_valids, *array_valids, self.res.valid).any())
+        return m
 
-        # -- SRAM banks ----------------------------------------------------
-        bus_row = Signal(self._row_bits + 1)
-        bus_word = Signal(max(1, self._word_bits))
-        m.d.comb += [
-            bus_row.eq(self.bus.payload.addr >> self._word_bits),
-            bus_word.eq(self.bus.payload.addr[:self._word_bits] if self._word_bits else 0),
-        ]
-        bus_bad = Signal()
-        m.d.comb += bus_bad.eq((bus_row >= R) | (bus_word >= self._words))
-        # Row r lives in bank r % P at address r // P.
-        if P & (P - 1) == 0:
-            bank_sel = bus_row[:ceil_log2(P)] if P > 1 else Const(0)
-            bank_addr = bus_row >> ceil_log2(P)
-        else:
-            bank_sel, bank_addr = bus_row % P, bus_row // P
-        bus_take = Signal()
-        m.d.comb += bus_take.eq(self.bus.valid & advance)
 
-        row_data = []
-        for bank in range(P):
-            mem = Memory(shape=unsigned(W), depth=depth, init=[])
-            m.submodules[f"bank{bank}"] = mem
-            rd = mem.read_port(domain="sync")
-            wr = mem.write_port(granularity=WW)
-            m.d.comb += [
-                rd.en.eq(advance),
-                rd.addr.eq(Mux(self.bus.valid, bank_addr, self.cmd.payload.group)),
-                wr.addr.eq(bank_addr),
-                wr.data.eq(self.bus.payload.data.replicate(self._words)),
-            ]
-            with m.If(bus_take & self.bus.payload.write & ~bus_bad & (bank_sel == bank)):
-                m.d.comb += wr.en.eq(1 << bus_word)
-            row_data.append(rd.data)
+class _DIMCArray(wiring.Component):
+    """One tile of a :class:`DIMCTileGroup` without its front end (its own
+    module, so that synthesis maps the tiles one at a time)."""
 
-        # Memory-mode responses, one cycle after acceptance.
-        resp_bank = Signal(max(1, ceil_log2(P)))
-        resp_word = Signal.like(bus_word)
-        resp_read = Signal()
-        m.d.sync += self.bus_resp.valid.eq(bus_take)
-        with m.If(bus_take):
-            m.d.sync += [
-                resp_bank.eq(bank_sel),
-                resp_word.eq(bus_word),
-                resp_read.eq(~self.bus.payload.write & ~bus_bad),
-                self.bus_resp.payload.error.eq(bus_bad),
-            ]
-        resp_row = Signal(W)
-        with m.Switch(resp_bank):
-            for bank in range(P - 1):
-                with m.Case(bank):
-                    m.d.comb += resp_row.eq(row_data[bank])
-            with m.Default():
-                m.d.comb += resp_row.eq(row_data[P - 1])
-        with m.If(resp_read):
-            m.d.comb += self.bus_resp.payload.data.eq(resp_row.word_select(resp_word, WW))
+    def __init__(self, geometry):
+        g = self._geometry = geometry
+        super().__init__({
+            "bus": In(stream.Signature(g.bus_request())),
+            "bus_resp": Out(g.bus_response()),
+            "advance": In(1),
+            "read_group": In(g.group_bits),
+            "ops": In(g.operands()),
+            "valid": Out(1),
+            "row": Out(g.row_bits),
+            "error": Out(1),
+            # dot products of banks 0 .. P-1, low bits first; a plain vector, as yosys'
+            # abc9 would name its bits after the element views of an array port
+            "dot": Out(g.dot_width * g.parallel),
+            "busy": Out(1),
+        })
 
-        # -- feature register ------------------------------------------------
-        feature = Signal(W)
-        with m.If(self.feat.valid & advance):
-            if self._feature_words == 1:
-                m.d.sync += feature.eq(self.feat.payload.data)
-            else:
-                m.d.sync += feature.word_select(self.feat.payload.word,
-                                                self._feature_width).eq(self.feat.payload.data)
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        valids = _array(m, g, self.bus, self.bus_resp, self.advance, self.read_group, self.ops,
+                        (self.valid, self.row, self.error,
+                         [self.dot.word_select(bank, g.dot_width) for bank in range(g.parallel)]))
+        m.d.comb += self.busy.eq(Cat(*valids).any())
+        return m
 
-        # -- stage A: command accepted, SRAM read in flight ------------------
-        cmd = self.cmd.payload
-        lane_bad = Signal()
-        with m.Switch(cmd.lane_width):
-            for lw in LaneWidth:
-                with m.Case(lw):
-                    if lw.bits == 1:
-                        ok = ((cmd.weight_encoding != LaneEncoding.SIGNED) &
-                              (cmd.feature_encoding != LaneEncoding.SIGNED))
-                    else:
-                        ok = ((cmd.weight_encoding != LaneEncoding.BIPOLAR) &
-                              (cmd.feature_encoding != LaneEncoding.BIPOLAR))
-                    ok &= ((cmd.weight_encoding.as_value() != 3) &
-                           (cmd.feature_encoding.as_value() != 3))
-                    m.d.comb += lane_bad.eq(~ok | (cmd.lanes > W // lw.bits))
-            with m.Default():
-                m.d.comb += lane_bad.eq(1)
 
-        a_valid = Signal()
-        a_cmd = Signal(cmd.shape())
-        a_error = Signal()
-        a_mask = Signal(W)
-        cmd_mask = self._active_mask(m, cmd)
-        with m.If(advance):
-            m.d.sync += [
-                a_valid.eq(self.cmd.valid & self.cmd.ready),
-                a_cmd.eq(cmd),
-                a_error.eq(lane_bad | (cmd.group >= depth)),
-                a_mask.eq(cmd_mask),
-            ]
+@_parameter_properties
+class DIMCTileGroup(wiring.Component):
+    """``count`` DIMC tiles that share one feature register and command path.
 
-        # -- stage B onwards: channel popcounts, weighting, result ------------
-        # The datapath has four places for the ``pipeline_depth - 2`` cuts, taken
-        # in this order: the SRAM read and masked features ("operands"; takes the
-        # block RAM's slow output off the datapath), the channel counts, the
-        # carry-save rows, the weighted terms; further cuts delay the result.
-        cuts = CUT_ORDER[:self._pipeline_depth - 2]
-        stage_valids = [a_valid]
-        # the channel weights are decoded from the command here and travel with it
-        scales, negate, constant = self._coefficients(m, a_cmd)
-        coef_fields = [sel for ch in self.CHANNELS for sel, _ in scales[ch]]
-        coef_fields += [negate[ch] for ch in self.CHANNELS] + [constant]
-        coef = Signal(sum(len(f) for f in coef_fields))
-        m.d.comb += coef.eq(Cat(*coef_fields))
-        ctl = (a_valid, coef, a_cmd.group * P, a_error)
+    The tiles of a cluster see the same features and the same commands (the
+    broadcast feature path of ARCHITECTURE.md section 2), so one front end
+    (feature register, command decode, lane mask, masked features, channel
+    weights) serves them all; each tile keeps its SRAM, its memory-mode port
+    and its popcount datapath. Every tile computes exactly what a
+    :class:`DIMCTile` with the same parameters would.
 
-        def register_ctl(level, ctl):
-            valid, c, tag, error = ctl
-            out = (Signal(name=f"l{level}_valid"), Signal(c.shape(), name=f"l{level}_coef"),
-                   Signal(self._row_bits + 1, name=f"l{level}_row"),
-                   Signal(name=f"l{level}_error"))
-            with m.If(advance):
-                m.d.sync += [o.eq(v) for o, v in zip(out, ctl)]
-            stage_valids.append(out[0])
-            return out
+    Parameters
+    ----------
+    count : int
+        Number of tiles.
+    rows, width, parallel, word_width, pipeline_depth, feature_width
+        As :class:`DIMCTile`, the same for every tile.
 
-        def register(value, name):
-            r = Signal(value.shape(), name=name)
-            with m.If(advance):
-                m.d.sync += r.eq(value)
-            return r
+    Members
+    -------
+    bus : ``In(stream.Signature(BusRequest)).array(count)``
+        Memory-mode access of tile ``t``, as :attr:`DIMCTile.bus`. A valid
+        access on any tile holds ``cmd``.
+    bus_resp : ``Out(...).array(count)``
+        Responses of tile ``t``, as :attr:`DIMCTile.bus_resp`.
+    feat : ``In(stream.Signature(FeatureWrite))``
+        Writes one word of the shared feature register.
+    cmd : ``In(stream.Signature(ComputeCommand))``
+        One command for every tile: the same row group, lane width, encodings
+        and lane count.
+    res : ``Out(stream.Signature(GroupResult))``
+        ``dot[t]`` are tile ``t``'s dot products of the command; latency,
+        ``error`` and stalling as :attr:`DIMCTile.res`.
+    busy : ``Out(1)``
+        A command is in flight.
+    """
 
-        rows, wide, features, count_w = self._operands(
-            m, row_data, feature, a_mask, a_cmd.lane_width == LaneWidth.L1)
-        if "operands" in cuts:
-            rows = [register(r, f"l0_row{bank}") for bank, r in enumerate(rows)]
-            wide = [register(r, f"l0_row_or_l1_{bank}") for bank, r in enumerate(wide)]
-            features, count_w = register(features, "l0_features"), register(count_w, "l0_count_w")
-            ctl = register_ctl(0, ctl)
-        count_bits = bits_for(W // 4)
-        csa_rows = self._compress(m, self._nibble_bits(m, rows, wide, features, count_w), count_bits)
-        if "rows" in cuts:
-            csa_rows = [[register(v, f"l1_r{r}_c{col}") for col, v in enumerate(row)]
-                        for r, row in enumerate(csa_rows)]
-            ctl = register_ctl(1, ctl)
-        counts = []                 # counts[bank][channel]
-        for bank in range(P):
-            chans = {}
-            for n, ch in enumerate(self.CHANNELS):
-                bit = bank * len(self.CHANNELS) + n
-                a, b = (Cat(*[col[bit] for col in row]) for row in csa_rows)
-                count = Signal(count_bits, name=f"count_b{bank}_{ch[0]}{ch[1]}")
-                m.d.comb += count.eq(a + b)
-                chans[ch] = count
-            counts.append(chans)
-        if "counts" in cuts:
-            counts = [{ch: register(v, f"l2_{v.name}") for ch, v in chans.items()}
-                      for chans in counts]
-            ctl = register_ctl(2, ctl)
+    def __init__(self, *, count, rows, width, parallel=1, word_width=32, pipeline_depth=2,
+                 feature_width=None):
+        positive_int("count", count)
+        g = self._geometry = _Geometry(rows, width, parallel, word_width, pipeline_depth,
+                                       feature_width, None)
+        self._count = count
+        super().__init__({
+            "bus": In(stream.Signature(g.bus_request())).array(count),
+            "bus_resp": Out(g.bus_response()).array(count),
+            "feat": In(stream.Signature(g.feature_write())),
+            "cmd": In(stream.Signature(g.command())),
+            "res": Out(stream.Signature(GroupResult(g.row_bits, parallel, width, count))),
+            "busy": Out(1),
+        })
 
-        pos, unpacked = 0, []
-        for f in coef_fields:
-            unpacked.append(ctl[1][pos:pos + len(f)])
-            pos += len(f)
-        fields = iter(unpacked)
-        scales = {ch: [(next(fields), shift) for _, shift in scales[ch]] for ch in self.CHANNELS}
-        negate = {ch: next(fields) for ch in self.CHANNELS}
-        constant = next(fields)
-        dwidth = dot_width(W)
-        terms = []                  # terms[bank]: the 16 weighted counts and the constant
-        for bank, chans in enumerate(counts):
-            bank_terms = []
-            for ch, count in chans.items():
-                scaled = Signal(dwidth, name=f"scaled_b{bank}_{ch[0]}{ch[1]}")
-                m.d.comb += scaled.eq(_or_all([Mux(sel, count << shift, 0)
-                                               for sel, shift in scales[ch]], dwidth))
-                term = Signal(signed(dwidth), name=f"wterm_b{bank}_{ch[0]}{ch[1]}")
-                m.d.comb += term.eq(scaled ^ negate[ch].replicate(dwidth))
-                bank_terms.append(term)
-            bank_terms.append(constant)
-            terms.append(bank_terms)
-        if "terms" in cuts:
-            terms = [[register(t, f"l3_b{bank}_{n}") for n, t in enumerate(bank_terms)]
-                     for bank, bank_terms in enumerate(terms)]
-            ctl = register_ctl(3, ctl)
-        valid, c, tag, error = ctl
-        dots = []
-        for bank, bank_terms in enumerate(terms):
-            while len(bank_terms) > 1:
-                bank_terms = [bank_terms[k] + bank_terms[k + 1] if k + 1 < len(bank_terms)
-                              else bank_terms[k] for k in range(0, len(bank_terms), 2)]
-            dot = Signal(signed(dwidth), name=f"dot_b{bank}")
-            m.d.comb += dot.eq(Mux(error, 0, bank_terms[0]))
-            dots.append(dot)
-        # cuts beyond the four datapath boundaries delay the finished result
-        for extra in range(self._pipeline_depth - 2 - len(cuts)):
-            dots = [register(d, f"delay{extra}_{d.name}") for d in dots]
-            ctl = register_ctl(4 + extra, ctl)
-            valid, c, tag, error = ctl
-        with m.If(advance):
-            m.d.sync += [
-                self.res.valid.eq(valid),
-                self.res.payload.row.eq(tag),
-                self.res.payload.error.eq(error),
-            ]
-            for bank in range(P):
-                m.d.sync += self.res.payload.dot[bank].eq(dots[bank])
+    count = property(lambda self: self._count)
 
-        m.d.comb += self.busy.eq(Cat(*stage_valids, self.res.valid).any())
+    def bus_address(self, row, word):
+        """The ``bus[t].addr`` of word ``word`` of row ``row``."""
+        return self._geometry.bus_address(row, word)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        advance = Signal()
+        m.d.comb += advance.eq(~self.res.valid | self.res.ready)
+        bus_valid = Cat(*[bus.valid for bus in self.bus]).any()
+        ops, front_valids = _front_end(m, g, self.feat, self.cmd, advance, bus_valid)
+        arrays = []
+        for t in range(self._count):
+            array = m.submodules[f"tile{t}"] = _DIMCArray(g)
+            wiring.connect(m, wiring.flipped(self.bus[t]), array.bus)
+            wiring.connect(m, array.bus_resp, wiring.flipped(self.bus_resp[t]))
+            m.d.comb += [array.advance.eq(advance), array.read_group.eq(self.cmd.payload.group),
+                         array.ops.eq(ops),
+                         self.res.payload.dot[t].eq(array.dot)]
+            arrays.append(array)
+        # every tile's result valid, row and error are the same: take tile 0's
+        m.d.comb += [self.res.valid.eq(arrays[0].valid), self.res.payload.row.eq(arrays[0].row),
+                     self.res.payload.error.eq(arrays[0].error),
+                     self.busy.eq(Cat(*front_valids, arrays[0].busy, self.res.valid).any())]
         return m
