@@ -307,6 +307,44 @@ def test_cycles_per_chunk(width, word_width, depth):
         assert len(reads) == sum(job.words)
 
 
+def test_one_cycle_pixels_and_cluster_parameters():
+    """Output pixels of one cycle back to back (1 x 1 and 2 x 2 kernels, padding wider
+    than the kernel, one chunk per pixel), with several passes, and random layers
+    at the cluster's builder parameters (max_kernel 255, max_passes 1): exact chunks,
+    reads and chunk cycles."""
+    rng = np.random.default_rng(SEED + 3)
+    t = ref.OperandType(2, ref.Encoding.SIGNED)
+    jobs = []
+    for kernel, stride, padding, shape in [
+            ((1, 1), (1, 1), (0, 0), (1, 1, 5)), ((1, 1), (1, 2), (2, 1), (3, 4, 5)),
+            ((1, 1), (3, 1), (1, 2), (4, 1, 32)), ((2, 2), (2, 2), (3, 2), (2, 3, 8)),
+            ((2, 1), (1, 3), (2, 0), (1, 5, 16))]:
+        jobs.append(Job(width=64, word_width=32, optype=t, lane=2,
+                        x=t.random(rng, shape), kernel=kernel, stride=stride,
+                        padding=padding, passes=3, base=7, depth=1024, rng=rng))
+    dut = PatchBuilder(width=64, word_width=32, depth=1024, max_passes=4)
+    results = run_jobs(dut, jobs, rng, stall=0.0)
+    for job, (chunks, reads, accepted, _) in zip(jobs, results):
+        check_job(job, chunks, reads)
+        assert accepted == list(START_LATENCY + np.cumsum([max(1, w) for w in job.words]))
+    assert any(w == 0 for j in jobs for w in j.words)
+
+    picks = list(combos())
+    jobs = [random_job(rng, 64, 32, 1024, *picks[int(i)])
+            for i in rng.integers(0, len(picks), size=12)]
+    for job in jobs:        # one pass
+        n = len(chunk_words(**job.geometry))
+        job.fields["passes"] = 1
+        job.chunks = [dict(c, pass_last=1) for c in job.chunks[:n]]
+        job.reads, job.words = job.reads[:n], job.words[:n]
+    dut = PatchBuilder(width=64, word_width=32, depth=1024, max_dim=4096, max_kernel=255,
+                       max_passes=1)
+    results = run_jobs(dut, jobs, rng, stall=0.0)
+    for job, (chunks, reads, accepted, _) in zip(jobs, results):
+        check_job(job, chunks, reads)
+        assert accepted == list(START_LATENCY + np.cumsum([max(1, w) for w in job.words]))
+
+
 def test_bipolar_padding_in_one_bit_lanes_is_code_zero():
     """At L = 1 a padded bipolar lane is code 0 (the value -1's code), like every pad."""
     rng = np.random.default_rng(SEED + 1)

@@ -60,6 +60,12 @@ number of padded positions without spending a cycle on them: the valid kernel
 window of an output pixel is the rectangle ``ky_lo <= ky < ky_hi``,
 ``kx_lo <= kx < kx_hi``, and the walk steps from one valid position to the next.
 
+The issue stage has no multiplier: the position index ``p = ky*kw + kx``, the
+pixel's word address and the lane offset ``(p - cstart) * Cin`` are registers
+stepped with ``(ky, kx)``, the kernel windows and products of the next output
+row and column are computed a row (column) ahead, and the per-layer products
+come from the setup cycles before the first read.
+
 Timing
 ------
 Let ``words(c)`` be the activation words chunk ``c`` reads:
@@ -332,12 +338,10 @@ class PatchBuilder(wiring.Component):
         lg_lane = ly.lane.as_value()
         bipolar = Signal()
         is_signed = Signal()
-        multi = Signal()                      # spp > 1: one position per chunk, sliced
         nl = Signal(lane_bits)                # lanes of a chunk, W / L
         m.d.comb += [
             bipolar.eq(ly.in_encoding == LaneEncoding.BIPOLAR),
             is_signed.eq(ly.in_encoding == LaneEncoding.SIGNED),
-            multi.eq(ly.slices_per_position > 1),
             nl.eq(Const(W, lane_bits) >> lg_lane),
         ]
 
@@ -356,14 +360,170 @@ class PatchBuilder(wiring.Component):
             (ly.stride_h == 0) | (ly.stride_w == 0) | (ly.out_h == 0) | (ly.out_w == 0) |
             (ly.slices_per_position == 0) | (ly.chunks == 0) | (ly.passes == 0))
 
+        # Per-layer constants, computed in SETUP1 and SETUP2 (the only
+        # multipliers of the builder). Addresses are modulo 2**A, positions
+        # modulo 2**p_bits and lane offsets modulo 2**seg_bits like the
+        # registers they feed.
+        coord = signed(dim_bits + ker_bits + 3)
+        p_bits = bits_for(self._max_kernel ** 2 + W) + 1
+        seg_bits = lane_bits + 1
+        multi = Signal()              # spp > 1: one position per chunk, sliced
+        full = Signal(range(AW + 1))  # elements of a whole word, AW / S
+        nch0 = Signal(dim_bits)       # channels of a position's first slice
         row_step = Signal(A)          # in_w * pixel_words: one input row
         x_step = Signal(A)            # stride_w * pixel_words: next output column
         y_step = Signal(A)            # stride_h * row_step: next output row
-        pad_x = Signal(A)             # pad_w * pixel_words
-        origin0 = Signal(A)           # (modular) address of input pixel (-pad_h, -pad_w)
+        neg_pad_x = Signal(A)         # -pad_w * pixel_words
+        base_row = Signal(A)          # in_base + row_step
         kk = Signal(bits_for(self._max_kernel ** 2))
         lanes_all = Signal(bits_for(self._max_kernel ** 2 * self._max_dim))   # K * Cin
         lanes_full = Signal(lane_bits + dim_bits)                              # ppc * Cin
+        pad_h_kw = Signal(p_bits)     # pad_h * kw
+        sh_kw = Signal(p_bits)        # stride_h * kw
+        kw_cin = Signal(seg_bits)     # kw * Cin
+        pad_w_cin = Signal(seg_bits)  # pad_w * Cin
+        sw_cin = Signal(seg_bits)     # stride_w * Cin
+        sh_kwcin = Signal(seg_bits)   # stride_h * kw * Cin
+        cin_lf = Signal(seg_bits)     # Cin - ppc * Cin
+        kwcin_lf = Signal(seg_bits)   # kw * Cin - ppc * Cin
+        # "count == 1" flags and "count - 2" values: the last-of flags below are
+        # kept in registers (the next one is last if this one is number count - 2).
+        out_w_1, out_h_1, passes_1, spp_1, chunks_1 = (
+            Signal(name=f"{n}_1") for n in ("out_w", "out_h", "passes", "spp", "chunks"))
+        out_w_2 = Signal.like(ly.out_w)
+        out_h_2 = Signal.like(ly.out_h)
+        passes_2 = Signal.like(ly.passes)
+        spp_2 = Signal.like(ly.slices_per_position)
+        chunks_2 = Signal.like(ly.chunks)
+
+        # -- kernel windows of output rows and columns ---------------------------
+        # Output row oy reads input rows iy0 .. iy0 + kh - 1, iy0 = oy*stride_h -
+        # pad_h; the valid kernel rows are ky_lo = clamp(-iy0) <= ky < ky_hi =
+        # clamp(H - iy0), clamp(v) = min(max(v, 0), kh). If that window is not
+        # empty, ky_lo = max(0, -iy0): its first valid position is input row
+        # max(iy0, 0). Likewise for output column ox. A *raw* row holds -iy0,
+        # H - iy0 and the (modular) products of iy0 the walk needs; its *view*
+        # holds the window and those products clamped at the first valid row,
+        # for ky_lo and for ky_lo + 1. The views of the next output row and
+        # column are kept in registers, computed a row (column) ahead from raw
+        # rows (columns) two ahead, so that loading an output pixel is one adder.
+        y_raw = data.StructLayout({
+            "neg": coord, "room": coord,
+            "addr": unsigned(A), "addr1": unsigned(A),      # in_base + iy0*row_step, + row_step
+            "kw": unsigned(p_bits), "kw1": unsigned(p_bits),  # -iy0*kw, + kw
+            "kc": unsigned(seg_bits), "kc1": unsigned(seg_bits),  # -iy0*kw*Cin, + kw*Cin
+        })
+        y_view = data.StructLayout({
+            "lo": unsigned(ker_bits), "hi": unsigned(ker_bits), "ok": unsigned(1),
+            "more": unsigned(1),                            # lo + 1 < hi
+            "addr": unsigned(A), "addr1": unsigned(A),      # pixel (iy0 + ky_lo (+ 1), 0)
+            "kw": unsigned(p_bits), "kw1": unsigned(p_bits),  # ky_lo (+ 1) * kw
+            "kc": unsigned(seg_bits), "kc1": unsigned(seg_bits),  # ky_lo (+ 1) * kw * Cin
+        })
+        x_raw = data.StructLayout({
+            "neg": coord, "room": coord,
+            "addr": unsigned(A),                            # ix0 * pixel_words
+            "kc": unsigned(seg_bits),                       # -ix0 * Cin
+        })
+        x_view = data.StructLayout({
+            "lo": unsigned(ker_bits), "lo1": unsigned(ker_bits + 1), "hi": unsigned(ker_bits),
+            "ok": unsigned(1), "more": unsigned(1),        # lo + 1 < hi
+            "addr": unsigned(A),                            # (kx_lo + ix0) * pixel_words
+            "kc": unsigned(seg_bits),                       # kx_lo * Cin
+        })
+
+        def clamp(v, k):
+            return Mux(v <= 0, 0, Mux(v < k, v, k))
+
+        def view_y(raw, name, base_row=base_row):
+            """The view of a raw row (combinational)."""
+            v = Signal(y_view, name=name)
+            inside = raw.neg <= 0                 # iy0 >= 0
+            m.d.comb += [
+                v.lo.eq(clamp(raw.neg, ly.kh)),
+                v.hi.eq(clamp(raw.room, ly.kh)),
+                v.ok.eq((raw.neg < ly.kh) & (raw.room > 0) & (ly.in_h != 0)),
+                v.more.eq(v.lo + 1 < v.hi),
+                v.addr.eq(Mux(inside, raw.addr, ly.in_base)),
+                v.addr1.eq(Mux(inside, raw.addr1, base_row)),
+                v.kw.eq(Mux(inside, 0, raw.kw)),
+                v.kw1.eq(Mux(inside, ly.kw, raw.kw1)),
+                v.kc.eq(Mux(inside, 0, raw.kc)),
+                v.kc1.eq(Mux(inside, kw_cin, raw.kc1)),
+            ]
+            return v
+
+        def view_x(raw, name):
+            v = Signal(x_view, name=name)
+            inside = raw.neg <= 0                 # ix0 >= 0
+            m.d.comb += [
+                v.lo.eq(clamp(raw.neg, ly.kw)),
+                v.lo1.eq(Mux(raw.neg <= 0, 1, Mux(raw.neg < ly.kw, raw.neg + 1, ly.kw + 1))),
+                v.hi.eq(clamp(raw.room, ly.kw)),
+                v.ok.eq((raw.neg < ly.kw) & (raw.room > 0) & (ly.in_w != 0)),
+                v.more.eq(v.lo1 < v.hi),
+                v.addr.eq(Mux(inside, raw.addr, 0)),
+                v.kc.eq(Mux(inside, 0, raw.kc)),
+            ]
+            return v
+
+        def step_y(raw, name):
+            """The raw row stride_h further (combinational)."""
+            r = Signal(y_raw, name=name)
+            m.d.comb += [
+                r.neg.eq(raw.neg - ly.stride_h), r.room.eq(raw.room - ly.stride_h),
+                r.addr.eq(raw.addr + y_step), r.addr1.eq(raw.addr1 + y_step),
+                r.kw.eq(raw.kw - sh_kw), r.kw1.eq(raw.kw1 - sh_kw),
+                r.kc.eq(raw.kc - sh_kwcin), r.kc1.eq(raw.kc1 - sh_kwcin),
+            ]
+            return r
+
+        def step_x(raw, name):
+            r = Signal(x_raw, name=name)
+            m.d.comb += [
+                r.neg.eq(raw.neg - ly.stride_w), r.room.eq(raw.room - ly.stride_w),
+                r.addr.eq(raw.addr + x_step), r.kc.eq(raw.kc - sw_cin),
+            ]
+            return r
+
+        # Constant raw row and column 1 and the views of row and column 0, all
+        # from SETUP2 (the first valid row and column of pixel 0 are input row
+        # and column 0).
+        y_raw1, x_raw1 = Signal(y_raw, name="y_raw1"), Signal(x_raw, name="x_raw1")
+        y_view0, x_view0 = Signal(y_view, name="y_view0"), Signal(x_view, name="x_view0")
+        y_raw0_c = Signal(y_raw, name="y_raw0_c")
+        x_raw0_c = Signal(x_raw, name="x_raw0_c")
+        m.d.comb += [
+            y_raw0_c.neg.eq(ly.pad_h), y_raw0_c.room.eq(ly.in_h + ly.pad_h),
+            y_raw0_c.addr.eq(ly.in_base), y_raw0_c.addr1.eq(ly.in_base + row_step),
+            y_raw0_c.kw.eq(pad_h_kw), y_raw0_c.kw1.eq(pad_h_kw + ly.kw),
+            y_raw0_c.kc.eq(ly.pad_h * kw_cin), y_raw0_c.kc1.eq((ly.pad_h + 1) * kw_cin),
+            x_raw0_c.neg.eq(ly.pad_w), x_raw0_c.room.eq(ly.in_w + ly.pad_w),
+            x_raw0_c.addr.eq(neg_pad_x), x_raw0_c.kc.eq(pad_w_cin),
+        ]
+        y_view0_c = view_y(y_raw0_c, "y_view0_c", base_row=y_raw0_c.addr1)
+        x_view0_c = view_x(x_raw0_c, "x_view0_c")
+
+        def y_raw_const(r, k):
+            iy = Signal(signed(ker_bits + 3), name=f"y_raw{k}_iy")  # k*stride_h - pad_h
+            rows = Signal(A, name=f"y_raw{k}_rows")                 # iy * row_step
+            kc = Signal(seg_bits, name=f"y_raw{k}_kc")
+            m.d.comb += [iy.eq(k * ly.stride_h - ly.pad_h), rows.eq(iy * row_step),
+                         kc.eq(-iy * kw_cin)]
+            return [
+                r.neg.eq(-iy), r.room.eq(ly.in_h - iy),
+                r.addr.eq(ly.in_base + rows), r.addr1.eq(ly.in_base + row_step + rows),
+                r.kw.eq(pad_h_kw - k * sh_kw), r.kw1.eq(pad_h_kw - k * sh_kw + ly.kw),
+                r.kc.eq(kc), r.kc1.eq(kc + kw_cin),
+            ]
+
+        def x_raw_const(r, k):
+            ix = Signal(signed(ker_bits + 3), name=f"x_raw{k}_ix")  # k*stride_w - pad_w
+            m.d.comb += ix.eq(k * ly.stride_w - ly.pad_w)
+            return [
+                r.neg.eq(-ix), r.room.eq(ly.in_w - ix),
+                r.addr.eq(neg_pad_x + k * x_step), r.kc.eq(pad_w_cin - k * sw_cin),
+            ]
 
         with m.If(state == _State.IDLE):
             with m.If(self.start & ~self.busy):
@@ -372,157 +532,196 @@ class PatchBuilder(wiring.Component):
                     m.d.sync += state.eq(_State.SETUP1)
         with m.Elif(state == _State.SETUP1):
             m.d.sync += [
+                multi.eq(ly.slices_per_position > 1),
+                full.eq(AW >> lg_store),
+                nch0.eq(Mux((ly.slices_per_position > 1) & (nl < ly.cin), nl, ly.cin)),
                 row_step.eq(ly.in_w * ly.in_pixel_words),
                 x_step.eq(ly.stride_w * ly.in_pixel_words),
-                pad_x.eq(ly.pad_w * ly.in_pixel_words),
+                neg_pad_x.eq(-(ly.pad_w * ly.in_pixel_words)),
                 kk.eq(ly.kh * ly.kw),
                 lanes_full.eq(ly.positions_per_chunk * ly.cin),
+                pad_h_kw.eq(ly.pad_h * ly.kw),
+                sh_kw.eq(ly.stride_h * ly.kw),
+                kw_cin.eq(ly.kw * ly.cin),
+                pad_w_cin.eq(ly.pad_w * ly.cin),
+                sw_cin.eq(ly.stride_w * ly.cin),
+                out_w_1.eq(ly.out_w == 1), out_w_2.eq(ly.out_w - 2),
+                out_h_1.eq(ly.out_h == 1), out_h_2.eq(ly.out_h - 2),
+                passes_1.eq(ly.passes == 1), passes_2.eq(ly.passes - 2),
+                spp_1.eq(ly.slices_per_position == 1), spp_2.eq(ly.slices_per_position - 2),
+                chunks_1.eq(ly.chunks == 1), chunks_2.eq(ly.chunks - 2),
                 state.eq(_State.SETUP2),
             ]
         with m.Elif(state == _State.SETUP2):
             m.d.sync += [
                 y_step.eq(ly.stride_h * row_step),
-                origin0.eq(ly.in_base - ly.pad_h * row_step - pad_x),
+                base_row.eq(ly.in_base + row_step),
                 lanes_all.eq(kk * ly.cin),
+                sh_kwcin.eq(ly.stride_h * kw_cin),
+                cin_lf.eq(ly.cin - lanes_full),
+                kwcin_lf.eq(kw_cin - lanes_full),
+                y_view0.eq(y_view0_c), x_view0.eq(x_view0_c),
+                *y_raw_const(y_raw1, 1), *x_raw_const(x_raw1, 1),
                 state.eq(_State.FIRST),
             ]
         with m.Elif(state == _State.FIRST):
             m.d.sync += state.eq(_State.RUN)
 
         # -- walk state --------------------------------------------------------
-        coord = signed(dim_bits + ker_bits + 2)
+        # The current position (ky, kx) and its products are kept in registers
+        # updated incrementally with ky and kx (no multiplier in the walk):
+        # p = ky*kw + kx, addr = the address of input pixel (iy0+ky, ix0+kx),
+        # seg_r = (p - cstart) * Cin with cstart = cend - group the chunk's first
+        # position; pn = p + 1, and prow, nrow_addr, segrow_r the same for the
+        # first valid position of kernel row ky + 1.
         n_pass = Signal.like(ly.passes)
         oy = Signal.like(ly.out_h)
         ox = Signal.like(ly.out_w)
-        iy0 = Signal(coord)           # input row of kernel row 0
-        ix0 = Signal(coord)           # input column of kernel column 0
-        origin = Signal(A)            # (modular) address of input pixel (iy0, ix0)
-        origin_row = Signal(A)        # origin at ox = 0
-        ky_lo, ky_hi, kx_lo, kx_hi = (Signal(ker_bits, name=n)
-                                      for n in ("ky_lo", "ky_hi", "kx_lo", "kx_hi"))
+        last_ox = Signal()            # ox == out_w - 1
+        last_oy = Signal()            # oy == out_h - 1
+        last_pass = Signal()          # n_pass == passes - 1
+        y_cur = Signal(y_view)        # view of output row oy
+        y_nxt = Signal(y_view)        # view of output row oy + 1
+        y_ahead = Signal(y_raw)       # raw output row oy + 2
+        x_nxt = Signal(x_view)        # view of output column ox + 1
+        x_ahead = Signal(x_raw)       # raw output column ox + 2
+        kx_lo, kx_hi = Signal(ker_bits), Signal(ker_bits)
         ky = Signal(ker_bits)         # current valid position
         kx = Signal(ker_bits)
+        row_more = Signal()           # kx + 1 < kx_hi
+        row_more0 = Signal()          # kx_lo + 1 < kx_hi
+        rows_more = Signal()          # ky + 1 < ky_hi
         cur_valid = Signal()          # a valid position is left in this output pixel
+        p = Signal(p_bits)            # ky * kw + kx
+        pn = Signal(p_bits)           # p + 1
+        prow = Signal(p_bits)         # (ky + 1) * kw + kx_lo
+        addr = Signal(A)              # word address of the current position's pixel
+        nrow_addr = Signal(A)         # the same for position (ky + 1, kx_lo)
+        seg_r = Signal(seg_bits)      # (p - cstart) * Cin
+        segrow_r = Signal(seg_bits)   # (prow - cstart) * Cin
         chunk_no = Signal.like(ly.chunks)
-        p_bits = bits_for(self._max_kernel ** 2 + W) + 1
-        cstart = Signal(p_bits)       # first position of the current chunk
+        chunk_last = Signal()         # chunk_no == chunks - 1
+        cend = Signal(p_bits)         # end of the current chunk: its first position + group
         slice_no = Signal.like(ly.slices_per_position)
+        slice_last = Signal()         # slice_no == spp - 1
         slice_word = Signal(A + 1)    # word, bit and channels left of the current slice
         slice_bit = Signal(range(AW))
         slice_rem = Signal(dim_bits)
+        n_ch = Signal(dim_bits)       # channels of the position in this chunk
+        first_avail = Signal(range(AW + 1))   # elements from slice_bit to the word's end
         word_first = Signal()         # next word is a position's first
         word_idx = Signal(A + 1)
         word_rem = Signal(dim_bits)
+        word_done = Signal(lane_bits + 1)     # n_ch - word_rem
         lanes_left = Signal.like(lanes_all)
         fresh = Signal()              # nothing issued yet for the current chunk
 
+        group = Mux(multi, 1, ly.positions_per_chunk)
+
         # -- the next output pixel (or the first one) --------------------------
-        last_ox = ox == ly.out_w - 1
-        last_oy = oy == ly.out_h - 1
-        last_pass = n_pass == ly.passes - 1
         first_load = state == _State.FIRST
-        nxt_iy0 = Signal(coord)
-        nxt_ix0 = Signal(coord)
-        nxt_origin = Signal(A)
-        nxt_origin_row = Signal(A)
-        with m.If(first_load | last_ox & last_oy):
-            m.d.comb += [nxt_iy0.eq(-ly.pad_h), nxt_ix0.eq(-ly.pad_w),
-                         nxt_origin.eq(origin0), nxt_origin_row.eq(origin0)]
-        with m.Elif(last_ox):
-            m.d.comb += [nxt_iy0.eq(iy0 + ly.stride_h), nxt_ix0.eq(-ly.pad_w),
-                         nxt_origin.eq(origin_row + y_step),
-                         nxt_origin_row.eq(origin_row + y_step)]
-        with m.Else():
-            m.d.comb += [nxt_iy0.eq(iy0), nxt_ix0.eq(ix0 + ly.stride_w),
-                         nxt_origin.eq(origin + x_step), nxt_origin_row.eq(origin_row)]
-
-        def window(start, size, kernel, name):
-            """Valid kernel offsets ``lo <= k < hi``: ``0 <= start + k < size``."""
-            lo, hi = Signal(ker_bits, name=f"{name}_lo"), Signal(ker_bits, name=f"{name}_hi")
-            room = Signal(signed(coord.width + 1), name=f"{name}_room")
-            m.d.comb += room.eq(size - start)
-            m.d.comb += [
-                lo.eq(Mux(start >= 0, 0, Mux(-start < kernel, -start, kernel))),
-                hi.eq(Mux(room <= 0, 0, Mux(room < kernel, room, kernel))),
-            ]
-            return lo, hi
-
-        n_ky_lo, n_ky_hi = window(nxt_iy0, ly.in_h, ly.kh, "nxt_ky")
-        n_kx_lo, n_kx_hi = window(nxt_ix0, ly.in_w, ly.kw, "nxt_kx")
+        new_row0 = Signal()           # the next pixel is (0, 0)
+        new_row = Signal()            # the next pixel starts an output row
+        m.d.comb += [new_row0.eq(first_load | last_ox & last_oy),
+                     new_row.eq(first_load | last_ox)]
+        y_sel = Signal(y_view)
+        x_sel = Signal(x_view)
+        m.d.comb += [
+            y_sel.eq(Mux(new_row0, y_view0, Mux(last_ox, y_nxt, y_cur))),
+            x_sel.eq(Mux(new_row, x_view0, x_nxt)),
+        ]
+        # Raw row oy' + 1 and column ox' + 1 of the next pixel (oy', ox').
+        y_raw_n = Signal(y_raw)
+        x_raw_n = Signal(x_raw)
+        m.d.comb += [y_raw_n.eq(Mux(new_row0, y_raw1, y_ahead)),
+                     x_raw_n.eq(Mux(new_row, x_raw1, x_ahead))]
+        y_nxt_c = view_y(y_raw_n, "y_nxt_c")
+        y_ahead_c = step_y(y_raw_n, "y_ahead_c")
+        x_nxt_c = view_x(x_raw_n, "x_nxt_c")
+        x_ahead_c = step_x(x_raw_n, "x_ahead_c")
 
         def load_pixel():
             m.d.sync += [
-                iy0.eq(nxt_iy0), ix0.eq(nxt_ix0),
-                origin.eq(nxt_origin), origin_row.eq(nxt_origin_row),
-                ky_lo.eq(n_ky_lo), ky_hi.eq(n_ky_hi), kx_lo.eq(n_kx_lo), kx_hi.eq(n_kx_hi),
-                ky.eq(n_ky_lo), kx.eq(n_kx_lo),
-                cur_valid.eq((n_ky_lo < n_ky_hi) & (n_kx_lo < n_kx_hi)),
-                chunk_no.eq(0), cstart.eq(0),
-                slice_no.eq(0), slice_word.eq(0), slice_bit.eq(0), slice_rem.eq(ly.cin),
+                y_cur.eq(y_sel),
+                kx_lo.eq(x_sel.lo), kx_hi.eq(x_sel.hi),
+                ky.eq(y_sel.lo), kx.eq(x_sel.lo),
+                row_more.eq(x_sel.more), row_more0.eq(x_sel.more), rows_more.eq(y_sel.more),
+                cur_valid.eq(y_sel.ok & x_sel.ok),
+                p.eq(y_sel.kw + x_sel.lo), pn.eq(y_sel.kw + x_sel.lo1),
+                prow.eq(y_sel.kw1 + x_sel.lo),
+                addr.eq(y_sel.addr + x_sel.addr), nrow_addr.eq(y_sel.addr1 + x_sel.addr),
+                seg_r.eq(y_sel.kc + x_sel.kc), segrow_r.eq(y_sel.kc1 + x_sel.kc),
+                chunk_no.eq(0), chunk_last.eq(chunks_1), cend.eq(group),
+                slice_no.eq(0), slice_last.eq(spp_1),
+                slice_word.eq(0), slice_bit.eq(0), slice_rem.eq(ly.cin),
+                n_ch.eq(nch0), first_avail.eq(full),
                 word_first.eq(1), fresh.eq(1),
                 lanes_left.eq(lanes_all),
             ]
+            with m.If(new_row):
+                m.d.sync += [y_nxt.eq(y_nxt_c), y_ahead.eq(y_ahead_c)]
+            m.d.sync += [x_nxt.eq(x_nxt_c), x_ahead.eq(x_ahead_c)]
 
         with m.If(first_load):
-            m.d.sync += [n_pass.eq(0), oy.eq(0), ox.eq(0)]
+            m.d.sync += [n_pass.eq(0), oy.eq(0), ox.eq(0),
+                         last_pass.eq(passes_1), last_oy.eq(out_h_1), last_ox.eq(out_w_1)]
             load_pixel()
 
         # -- issue stage -------------------------------------------------------
-        p = Signal(p_bits)
-        m.d.comb += p.eq(ky * ly.kw + kx)
-        group = Mux(multi, 1, ly.positions_per_chunk)
-        cend = Signal(p_bits)
-        m.d.comb += cend.eq(cstart + group)
         in_chunk = Signal()
         m.d.comb += in_chunk.eq(cur_valid & (p < cend))
 
-        # The valid position after (ky, kx), in (ky, kx) order.
-        row_more = Signal()
+        # The valid position after (ky, kx), in (ky, kx) order: p + 1 in this
+        # kernel row, else prow.
         nxt_ky, nxt_kx = Signal(ker_bits), Signal(ker_bits)
         nxt_valid = Signal()
-        nxt_p = Signal(p_bits)
+        nxt_out = Signal()                     # that position is beyond the chunk
         m.d.comb += [
-            row_more.eq(kx + 1 < kx_hi),
             nxt_ky.eq(Mux(row_more, ky, ky + 1)),
             nxt_kx.eq(Mux(row_more, kx + 1, kx_lo)),
-            nxt_valid.eq(row_more | (ky + 1 < ky_hi)),
-            nxt_p.eq(Mux(row_more, p + 1, p + ly.kw - kx + kx_lo)),
+            nxt_valid.eq(row_more | rows_more),
+            nxt_out.eq(Mux(row_more, pn >= cend, prow >= cend)),
         ]
 
         # This word.
-        n_ch = Signal(dim_bits)       # channels of the position in this chunk
-        m.d.comb += n_ch.eq(Mux(multi, Mux(slice_rem < nl, slice_rem, nl), ly.cin))
         widx = Signal(A + 1)
         wbit = Signal(range(AW))
         wrem = Signal(dim_bits)
+        avail = Signal(range(AW + 1))          # elements from wbit to the word's end
         m.d.comb += [
             widx.eq(Mux(word_first, slice_word, word_idx)),
             wbit.eq(Mux(word_first, slice_bit, 0)),
             wrem.eq(Mux(word_first, n_ch, word_rem)),
+            avail.eq(Mux(word_first, first_avail, full)),
         ]
-        avail = Signal(range(AW + 1))          # elements from wbit to the word's end
-        m.d.comb += avail.eq((AW - wbit) >> lg_store)
         last_word = Signal()
-        m.d.comb += last_word.eq(wrem <= avail)
+        m.d.comb += last_word.eq(Mux(word_first, n_ch <= first_avail, word_rem <= full))
         count = Signal(range(AW + 1))
         m.d.comb += count.eq(Mux(last_word, wrem, avail))
-        seg = Signal(lane_bits + 1)            # lane of the position's channel 0
-        m.d.comb += seg.eq(Mux(multi, 0, (p - cstart)[:lane_bits] * ly.cin))
+        done = Signal(lane_bits + 1)           # channels of the position already placed
+        m.d.comb += done.eq(Mux(word_first, 0, word_done))
+        seg = Signal(seg_bits)                 # lane of the position's channel 0
+        m.d.comb += seg.eq(Mux(multi, 0, seg_r))
         dest = Signal(lane_bits + 1)
-        m.d.comb += dest.eq(seg + n_ch - wrem)
+        m.d.comb += dest.eq(seg + done)
 
         m.d.comb += [
-            self.rd_addr.eq(origin + ky * row_step + kx * ly.in_pixel_words + widx),
+            self.rd_addr.eq(addr + widx),
             self.rd_en.eq(issue & in_chunk),
         ]
 
         close = Signal()                       # this cycle ends the chunk
-        m.d.comb += close.eq(~in_chunk | last_word & (multi | ~nxt_valid | (nxt_p >= cend)))
-        slice_last = slice_no == ly.slices_per_position - 1
-        chunk_last = chunk_no == ly.chunks - 1
+        m.d.comb += close.eq(~in_chunk | last_word & (multi | ~nxt_valid | nxt_out))
+        # min(lanes_left, lanes_full) and lanes_left minus it (at lane_bits) from
+        # one comparison.
+        lanes_short = Signal()
+        m.d.comb += lanes_short.eq(lanes_left < lanes_full)
         chunk_lanes = Signal(lane_bits)
-        m.d.comb += chunk_lanes.eq(Mux(multi, n_ch,
-                                       Mux(lanes_left < lanes_full, lanes_left, lanes_full)))
+        m.d.comb += chunk_lanes.eq(Mux(multi, n_ch, Mux(lanes_short, lanes_left, lanes_full)))
+        lanes_after = Signal.like(lanes_left)
+        m.d.comb += lanes_after.eq(Mux(lanes_short,
+                                       lanes_left & ~((1 << lane_bits) - 1),
+                                       lanes_left - lanes_full[:lane_bits]))
 
         # Slice advance: NL * S = W >> (log2 L - log2 S) bits further.
         slice_carry = Signal(range(2 * AW))
@@ -534,7 +733,18 @@ class PatchBuilder(wiring.Component):
                                  slice_words.eq((W >> d) // AW)]
             with m.Default():                   # L < S: refused at start
                 m.d.comb += [slice_carry.eq(slice_bit), slice_words.eq(0)]
+        nxt_slice_bit = Signal.like(slice_bit)
+        nxt_slice_rem = Signal.like(slice_rem)
+        m.d.comb += [
+            nxt_slice_bit.eq(Mux(slice_carry >= AW, slice_carry - AW, slice_carry)),
+            nxt_slice_rem.eq(slice_rem - nl),
+        ]
 
+        # The position registers after this cycle.
+        advance = Signal()                     # moves to the next valid position
+        m.d.comb += advance.eq(in_chunk & last_word & (~multi | slice_last))
+        to_next_chunk = Signal()               # spp == 1 and the chunk ends: cstart += ppc
+        m.d.comb += to_next_chunk.eq(close & ~multi)
         with m.If(issue):
             m.d.sync += fresh.eq(close)
             with m.If(in_chunk):
@@ -542,31 +752,59 @@ class PatchBuilder(wiring.Component):
                     m.d.sync += word_first.eq(1)
                     with m.If(~multi | slice_last):
                         m.d.sync += [ky.eq(nxt_ky), kx.eq(nxt_kx), cur_valid.eq(nxt_valid)]
+                        with m.If(row_more):
+                            m.d.sync += row_more.eq(kx + 2 < kx_hi)
+                        with m.Else():
+                            m.d.sync += [row_more.eq(row_more0), rows_more.eq(ky + 2 < y_cur.hi)]
                 with m.Else():
                     m.d.sync += [word_first.eq(0), word_idx.eq(widx + 1),
-                                 word_rem.eq(wrem - count)]
+                                 word_rem.eq(wrem - count), word_done.eq(done + count)]
+            with m.If(advance):
+                with m.If(row_more):
+                    m.d.sync += [p.eq(pn), pn.eq(pn + 1),
+                                 addr.eq(addr + ly.in_pixel_words),
+                                 seg_r.eq(seg_r + Mux(to_next_chunk, cin_lf, ly.cin)),
+                                 segrow_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0))]
+                with m.Else():
+                    m.d.sync += [p.eq(prow), pn.eq(prow + 1), prow.eq(prow + ly.kw),
+                                 addr.eq(nrow_addr), nrow_addr.eq(nrow_addr + row_step),
+                                 seg_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0)),
+                                 segrow_r.eq(segrow_r + Mux(to_next_chunk, kwcin_lf, kw_cin))]
+            with m.Elif(to_next_chunk):
+                m.d.sync += [seg_r.eq(seg_r - lanes_full), segrow_r.eq(segrow_r - lanes_full)]
             with m.If(close):
-                m.d.sync += chunk_no.eq(chunk_no + 1)
+                m.d.sync += [chunk_no.eq(chunk_no + 1), chunk_last.eq(chunk_no == chunks_2)]
                 with m.If(multi):
                     with m.If(slice_last):
-                        m.d.sync += [slice_no.eq(0), slice_word.eq(0), slice_bit.eq(0),
-                                     slice_rem.eq(ly.cin), cstart.eq(cstart + 1)]
+                        m.d.sync += [slice_no.eq(0), slice_last.eq(spp_1),
+                                     slice_word.eq(0), slice_bit.eq(0),
+                                     slice_rem.eq(ly.cin), n_ch.eq(nch0), first_avail.eq(full),
+                                     cend.eq(cend + 1)]
                     with m.Else():
                         m.d.sync += [
                             slice_no.eq(slice_no + 1),
-                            slice_bit.eq(Mux(slice_carry >= AW, slice_carry - AW, slice_carry)),
+                            slice_last.eq(slice_no == spp_2),
+                            slice_bit.eq(nxt_slice_bit),
+                            first_avail.eq((AW - nxt_slice_bit) >> lg_store),
                             slice_word.eq(slice_word + slice_words + (slice_carry >= AW)),
-                            slice_rem.eq(slice_rem - nl),
+                            slice_rem.eq(nxt_slice_rem),
+                            n_ch.eq(Mux(nxt_slice_rem < nl, nxt_slice_rem, nl)),
                         ]
                 with m.Else():
-                    m.d.sync += [cstart.eq(cstart + ly.positions_per_chunk),
-                                 lanes_left.eq(lanes_left - chunk_lanes)]
+                    m.d.sync += [cend.eq(cend + ly.positions_per_chunk),
+                                 lanes_left.eq(lanes_after)]
                 with m.If(chunk_last):
                     m.d.sync += [
                         ox.eq(Mux(last_ox, 0, ox + 1)),
-                        oy.eq(Mux(last_ox, Mux(last_oy, 0, oy + 1), oy)),
-                        n_pass.eq(n_pass + (last_ox & last_oy)),
+                        last_ox.eq(Mux(last_ox, out_w_1, ox == out_w_2)),
                     ]
+                    with m.If(last_ox):
+                        m.d.sync += [
+                            oy.eq(Mux(last_oy, 0, oy + 1)),
+                            last_oy.eq(Mux(last_oy, out_h_1, oy == out_h_2)),
+                        ]
+                        with m.If(last_oy):
+                            m.d.sync += [n_pass.eq(n_pass + 1), last_pass.eq(n_pass == passes_2)]
                     load_pixel()
                     with m.If(last_ox & last_oy & last_pass):
                         m.d.sync += state.eq(_State.IDLE)
