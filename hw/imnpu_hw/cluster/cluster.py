@@ -25,7 +25,7 @@ host reads and writes the activation memory through ``act`` while the cluster
 is idle.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -164,8 +164,25 @@ class Cluster(wiring.Component):
     # -- descriptor checks ----------------------------------------------------
 
     def _check(self, m, d):
-        """Error code of descriptor ``d`` (combinational, registered by the caller)."""
+        """Error code of descriptor ``d`` and some products, through free-running registers.
+
+        The sequencer fetches the descriptor word by word into its own slot; the
+        fields the checks read (words 0 .. 11: ``weights`` is the last one) are
+        final at least four response cycles before DECODE (words 12 .. 15 follow),
+        so the code returned here (registered products, then second products,
+        then comparisons, then the priority-encoded code) is valid in DECODE.
+        Every intermediate register has the exact shape of the expression it
+        holds, so the result is that of the combinational checks. Also returns
+        registered products the sequencer and packer use (valid one cycle after
+        DECODE and later, until the next fetch).
+        """
         T, R, W, P, AW = self._T, self._R, self._W, self._P, self._act_word
+
+        def reg(value, name):
+            value = Value.cast(value)
+            r = Signal(value.shape(), name=f"chk_{name}")
+            m.d.sync += r.eq(value)
+            return r
 
         def legal_type(ty, allow_raw=False):
             bits, enc = ty.bits, ty.encoding
@@ -183,74 +200,112 @@ class Cluster(wiring.Component):
         def lane_bits(code):
             return Mux(code == 0, 1, Mux(code == 1, 2, 4))
 
-        conv = (d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)
-        pool = d.kind == LayerKind.MAXPOOL
-        kpos = Signal(16)
-        m.d.comb += kpos.eq(d.kh * d.kw)
-        nl = Signal(range(W + 1))
-        m.d.comb += nl.eq(W >> d.lane.as_value())
+        # -- stage 1: the descriptor's own products ----------------------------------
+        conv = reg((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE), "conv")
+        pool = reg(d.kind == LayerKind.MAXPOOL, "pool")
+        kpos = reg(d.kh * d.kw, "kpos")
+        nl = reg(Const(W, range(W + 1)) >> d.lane.as_value(), "nl")
         s_in = lane_bits(storage(d.x_type.bits))
         raw = d.o_type.encoding == OutputKind.RAW32.value
         b_out = Mux(raw, 32, lane_bits(storage(d.o_type.bits)))
-        ph = Mux(pool, 0, d.pad_h)
-        pw = Mux(pool, 0, d.pad_w)
-        ext_h = d.in_h + 2 * ph
-        ext_w = d.in_w + 2 * pw
-        in_end = Signal(64)
-        out_end = Signal(64)
-        m.d.comb += [
-            in_end.eq(d.in_base + d.in_h * d.in_w * d.in_pixel_words),
-            out_end.eq(d.out_base + d.out_h * d.out_w * d.out_pixel_words),
-        ]
-        cpp = Signal(32)
-        m.d.comb += cpp.eq(T * d.cpt)
+        ph = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_h)
+        pw = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_w)
+        ext_h = reg(d.in_h + 2 * ph, "ext_h")
+        ext_w = reg(d.in_w + 2 * pw, "ext_w")
+        in_area = reg(d.in_h * d.in_w, "in_area")
+        out_area = reg(d.out_h * d.out_w, "out_area")
+        cpp = reg(T * d.cpt, "cpp")
+        cpp_bout = reg(T * d.cpt * b_out, "cpp_bout")
+        shape_h1 = reg((d.out_h - 1) * d.stride_h + d.kh, "shape_h1")
+        shape_h2 = reg(d.out_h * d.stride_h + d.kh, "shape_h2")
+        shape_w1 = reg((d.out_w - 1) * d.stride_w + d.kw, "shape_w1")
+        shape_w2 = reg(d.out_w * d.stride_w + d.kw, "shape_w2")
+        ppc_cin = reg(d.ppc * d.cin, "ppc_cin")
+        nch1_ppc = reg((d.nch - 1) * d.ppc, "nch1_ppc")
+        nch_ppc = reg(d.nch * d.ppc, "nch_ppc")
+        nch_cpt = reg(d.nch * d.cpt, "nch_cpt")
+        in_bits = reg(d.in_pixel_words * AW, "in_bits")
+        cin_bits = reg(d.cin * s_in, "cin_bits")
+        out_bits = reg(d.out_pixel_words * AW, "out_bits")
+        cout_bits = reg(d.cout * b_out, "cout_bits")
 
-        zero = ((d.in_h == 0) | (d.in_w == 0) | (d.cin == 0) | (d.kh == 0) | (d.kw == 0) |
-                (d.stride_h == 0) | (d.stride_w == 0) | (d.out_h == 0) | (d.out_w == 0) |
-                (d.in_pixel_words == 0) | (d.out_pixel_words == 0) |
-                (conv & ((d.cout == 0) | (d.ppc == 0) | (d.spp == 0) | (d.nch == 0) |
-                         (d.cpt == 0) | (d.passes == 0))))
-        bad_type = ~legal_type(d.x_type) | (conv & (~legal_type(d.w_type) |
-                                                    ~legal_type(d.o_type, allow_raw=True)))
+        zero = reg((d.in_h == 0) | (d.in_w == 0) | (d.cin == 0) | (d.kh == 0) | (d.kw == 0) |
+                   (d.stride_h == 0) | (d.stride_w == 0) | (d.out_h == 0) | (d.out_w == 0) |
+                   (d.in_pixel_words == 0) | (d.out_pixel_words == 0) |
+                   (((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
+                    ((d.cout == 0) | (d.ppc == 0) | (d.spp == 0) | (d.nch == 0) |
+                     (d.cpt == 0) | (d.passes == 0))), "zero")
+        bad_type = reg(~legal_type(d.x_type) |
+                       (((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
+                        (~legal_type(d.w_type) | ~legal_type(d.o_type, allow_raw=True))),
+                       "bad_type")
         lane_code = d.lane.as_value()
-        bad_lane = conv & ((lane_code == 3) |
-                           (lane_code < storage(d.x_type.bits)) |
-                           (lane_code < storage(d.w_type.bits)) |
-                           ((lane_code == 0) & (d.x_type.encoding == LaneEncoding.BIPOLAR.value) &
-                            ((d.pad_h != 0) | (d.pad_w != 0))))
-        too_large = (d.kh > ext_h) | (d.kw > ext_w)
-        too_big = ((d.in_h > MAX_DIM) | (d.in_w > MAX_DIM) | (d.cin > MAX_DIM) |
-                   (d.out_h > MAX_DIM) | (d.out_w > MAX_DIM) | (d.cout > MAX_DIM))
-        shape_h = ((d.out_h - 1) * d.stride_h + d.kh <= ext_h) & (d.out_h * d.stride_h + d.kh > ext_h)
-        shape_w = ((d.out_w - 1) * d.stride_w + d.kw <= ext_w) & (d.out_w * d.stride_w + d.kw > ext_w)
+        bad_lane = reg(((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
+                       ((lane_code == 3) |
+                        (lane_code < storage(d.x_type.bits)) |
+                        (lane_code < storage(d.w_type.bits)) |
+                        ((lane_code == 0) & (d.x_type.encoding == LaneEncoding.BIPOLAR.value) &
+                         ((d.pad_h != 0) | (d.pad_w != 0)))), "bad_lane")
+        too_big = reg((d.in_h > MAX_DIM) | (d.in_w > MAX_DIM) | (d.cin > MAX_DIM) |
+                      (d.out_h > MAX_DIM) | (d.out_w > MAX_DIM) | (d.cout > MAX_DIM), "too_big")
         dense_ok = ((d.kh == d.in_h) & (d.kw == d.in_w) & (d.pad_h == 0) & (d.pad_w == 0) &
                     (d.out_h == 1) & (d.out_w == 1))
-        bad_shape = (~shape_h | ~shape_w | too_big |
-                     ((d.kind == LayerKind.DENSE) & ~dense_ok) |
-                     (pool & ((d.pad_h != 0) | (d.pad_w != 0))))
-        one_slice = ((d.spp == 1) & (d.cin <= nl) & (d.ppc * d.cin <= nl) &
-                     ((d.nch - 1) * d.ppc < kpos) & (kpos <= d.nch * d.ppc))
-        slices = ((d.spp > 1) & (d.ppc == 1) & (d.cin > nl) &
-                  ((d.spp - 1) * nl < d.cin) & (d.cin <= d.spp * nl) & (d.nch == kpos * d.spp))
-        rows_ok = (d.nch * d.cpt <= R) & ((d.cpt % P) == 0 if P > 1 else Const(1))
-        passes_ok = (((d.passes - 1) * cpp < d.cout) & (d.cout <= d.passes * cpp) &
-                     ((d.passes == 1) | (((cpp * b_out) & 3) == 0)))
-        words_ok = ((d.in_pixel_words * AW >= d.cin * s_in) &
-                    Mux(pool, d.out_pixel_words == d.in_pixel_words,
-                        d.out_pixel_words * AW >= d.cout * b_out))
-        resident_ok = (d.weights != RESIDENT_WEIGHTS) | (d.passes == 1)
-        bad_mapping = ((conv & ~((one_slice | slices) & rows_ok & passes_ok & resident_ok)) |
-                       ~words_ok)
+        bad_kind_shape = reg(((d.kind == LayerKind.DENSE) & ~dense_ok) |
+                             ((d.kind == LayerKind.MAXPOOL) & ((d.pad_h != 0) | (d.pad_w != 0))),
+                             "bad_kind_shape")
+        spp1 = reg(d.spp == 1, "spp1")
+        spp_gt1 = reg(d.spp > 1, "spp_gt1")
+        ppc1 = reg(d.ppc == 1, "ppc1")
+        passes1 = reg(d.passes == 1, "passes1")
+        rows_cpt_ok = reg((d.cpt % P) == 0 if P > 1 else Const(1), "cpt_ok")
+        resident_ok = reg((d.weights != RESIDENT_WEIGHTS) | (d.passes == 1), "resident_ok")
+        pool_words = reg(d.out_pixel_words == d.in_pixel_words, "pool_words")
+
+        # -- stage 2: products of products, comparisons of stage 1 ------------------
+        in_vol = reg(in_area * d.in_pixel_words, "in_vol")
+        out_vol = reg(out_area * d.out_pixel_words, "out_vol")
+        kpos_spp = reg(kpos * d.spp, "kpos_spp")
+        spp1_nl = reg((d.spp - 1) * nl, "spp1_nl")
+        spp_nl = reg(d.spp * nl, "spp_nl")
+        passes1_cpp = reg((d.passes - 1) * cpp, "passes1_cpp")
+        passes_cpp = reg(d.passes * cpp, "passes_cpp")
+        too_large = reg((d.kh > ext_h) | (d.kw > ext_w), "too_large")
+        shape_ok = reg((shape_h1 <= ext_h) & (shape_h2 > ext_h) &
+                       (shape_w1 <= ext_w) & (shape_w2 > ext_w), "shape_ok")
+        one_slice_a = reg(spp1 & (d.cin <= nl) & (ppc_cin <= nl) &
+                          (nch1_ppc < kpos) & (kpos <= nch_ppc), "one_slice_a")
+        slices_a = reg(spp_gt1 & ppc1 & (d.cin > nl), "slices_a")
+        rows_ok = reg((nch_cpt <= R) & rows_cpt_ok, "rows_ok")
+        pass_words = reg(passes1 | ((cpp_bout & 3) == 0), "pass_words")
+        words_ok = reg((in_bits >= cin_bits) & Mux(pool, pool_words, out_bits >= cout_bits),
+                       "words_ok")
+        conv2, pool2 = reg(conv, "conv2"), reg(pool, "pool2")
+        zero2, bad_type2, bad_lane2 = reg(zero, "zero2"), reg(bad_type, "bad_type2"), \
+            reg(bad_lane, "bad_lane2")
+        too_big2, bad_kind_shape2 = reg(too_big, "too_big2"), reg(bad_kind_shape, "bks2")
+        resident_ok2 = reg(resident_ok, "resident_ok2")
+
+        # -- stage 3: region ends, the mapping ------------------------------------------
+        in_end = reg(d.in_base + in_vol, "in_end")
+        out_end = reg(d.out_base + out_vol, "out_end")
+        bad_shape = reg(~shape_ok | too_big2 | bad_kind_shape2, "bad_shape")
+        slices = slices_a & (spp1_nl < d.cin) & (d.cin <= spp_nl) & (d.nch == kpos_spp)
+        passes_ok = (passes1_cpp < d.cout) & (d.cout <= passes_cpp) & pass_words
+        bad_mapping = reg((conv2 & ~((one_slice_a | slices) & rows_ok & passes_ok & resident_ok2)) |
+                          ~words_ok, "bad_mapping")
+        flags3 = [reg(v, n) for v, n in ((~conv2 & ~pool2, "bad_kind3"), (zero2, "zero3"),
+                                         (bad_type2, "bad_type3"), (bad_lane2, "bad_lane3"),
+                                         (too_large, "too_large3"))]
+
+        # -- stage 4: region checks, the first failing check names the error -------
         overflow = (in_end > self._act_depth) | (out_end > self._act_depth)
         overlap = (d.in_base < out_end) & (d.out_base < in_end)
-
-        # in priority order: the first failing check names the error
         checks = [
-            (~conv & ~pool, ClusterError.BAD_KIND),
-            (zero, ClusterError.ZERO_DIM),
-            (bad_type, ClusterError.BAD_TYPE),
-            (bad_lane, ClusterError.BAD_LANE),
-            (too_large, ClusterError.KERNEL_TOO_LARGE),
+            (flags3[0], ClusterError.BAD_KIND),
+            (flags3[1], ClusterError.ZERO_DIM),
+            (flags3[2], ClusterError.BAD_TYPE),
+            (flags3[3], ClusterError.BAD_LANE),
+            (flags3[4], ClusterError.KERNEL_TOO_LARGE),
             (bad_shape, ClusterError.BAD_SHAPE),
             (bad_mapping, ClusterError.BAD_MAPPING),
             (overflow, ClusterError.ACT_OVERFLOW),
@@ -259,8 +314,13 @@ class Cluster(wiring.Component):
         code = Signal(ClusterError)
         for index, (failed, error) in enumerate(checks):
             with (m.If if index == 0 else m.Elif)(failed):
-                m.d.comb += code.eq(error)
-        return code
+                m.d.sync += code.eq(error)
+        with m.Else():
+            m.d.sync += code.eq(ClusterError.NONE)
+        products = {"nch_cpt": nch_cpt, "cpp": cpp, "cpp_bout": cpp_bout,
+                    "rows_last": reg(nch_cpt - 1, "rows_last"),
+                    "pix_last": reg(out_area - 1, "pix_last")}
+        return code, products
 
     # -- elaboration ------------------------------------------------------------
 
@@ -284,7 +344,7 @@ class Cluster(wiring.Component):
         # -- descriptor register ------------------------------------------------
         desc_bits = Signal(Descriptor.size)
         d = Descriptor(desc_bits)
-        check_code = self._check(m, d)
+        check_code, dp = self._check(m, d)
         error = Signal(ClusterError)
 
         # -- counters -------------------------------------------------------------
@@ -294,7 +354,12 @@ class Cluster(wiring.Component):
 
         desc_ptr = Signal(32)
         words_left = Signal(32)
+        fetch_word = Signal(range(DESCRIPTOR_WORDS))   # descriptor word the next response is
         pass_index = Signal(16)
+        # pass_index * T * cpt and pass_index * T * cpt * b_out, stepped with pass_index
+        pass_ch = Signal(32)
+        pass_bits = Signal(32)
+        assert self._addr_bits + 1 + exact_log2(AW) <= 32
         weight_ptr = Signal(32)
         param_ptr = Signal(32)
 
@@ -342,9 +407,10 @@ class Cluster(wiring.Component):
 
         words_per_pass = Signal(32)
         params_per_pass = Signal(32)
-        m.d.comb += [
-            words_per_pass.eq(T * d.nch * d.cpt * words_per_row),
-            params_per_pass.eq(2 * T * d.cpt),
+        # registered (the descriptor does not change after DECODE; used from W_REQ / P_REQ)
+        m.d.sync += [
+            words_per_pass.eq(dp["nch_cpt"] * (T * words_per_row)),
+            params_per_pass.eq(2 * dp["cpp"]),
         ]
 
         with m.FSM(name="seq"):
@@ -360,13 +426,16 @@ class Cluster(wiring.Component):
                 m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(desc_ptr),
                              req_len.eq(DESCRIPTOR_WORDS)]
                 with m.If(self.mem_req.ready):
-                    m.d.sync += [words_left.eq(DESCRIPTOR_WORDS), error.eq(ClusterError.NONE)]
+                    m.d.sync += [words_left.eq(DESCRIPTOR_WORDS), fetch_word.eq(0),
+                                 error.eq(ClusterError.NONE)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += resp.ready.eq(1)
                 with m.If(resp.valid):
-                    m.d.sync += [desc_bits.eq(Cat(desc_bits[SYSTEM_WORD:], resp.payload.data)),
-                                 words_left.eq(words_left - 1)]
+                    # word k into its own slot: the words the checks read are final
+                    # early, and the checks' pipeline has settled by DECODE
+                    m.d.sync += [desc_bits.word_select(fetch_word, SYSTEM_WORD).eq(resp.payload.data),
+                                 fetch_word.eq(fetch_word + 1), words_left.eq(words_left - 1)]
                     with m.If(resp.payload.error):
                         m.d.sync += error.eq(ClusterError.MEM_ERROR)
                     with m.If(words_left == 1):
@@ -386,7 +455,8 @@ class Cluster(wiring.Component):
                     m.d.comb += pool_start.eq(1)
                     m.next = "POOL"
                 with m.Else():
-                    m.d.sync += [pass_index.eq(0), weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
+                    m.d.sync += [pass_index.eq(0), pass_ch.eq(0), pass_bits.eq(0),
+                                 weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
                     with m.If(d.weights == RESIDENT_WEIGHTS):
                         m.next = "P_REQ"
                     with m.Else():
@@ -411,7 +481,7 @@ class Cluster(wiring.Component):
                     m.d.sync += words_left.eq(words_left - 1)
                     with m.If(wl_word == words_per_row - 1):
                         m.d.sync += wl_word.eq(0)
-                        with m.If(wl_row == d.nch * d.cpt - 1):
+                        with m.If(wl_row == dp["rows_last"]):
                             m.d.sync += [wl_row.eq(0), wl_tile.eq(wl_tile + 1)]
                         with m.Else():
                             m.d.sync += wl_row.eq(wl_row + 1)
@@ -465,7 +535,8 @@ class Cluster(wiring.Component):
                     with m.If(pass_index == d.passes - 1):
                         m.next = "LAYER_END"
                     with m.Else():
-                        m.d.sync += pass_index.eq(pass_index + 1)
+                        m.d.sync += [pass_index.eq(pass_index + 1), pass_ch.eq(pass_ch + dp["cpp"]),
+                                     pass_bits.eq(pass_bits + dp["cpp_bout"])]
                         m.next = "W_REQ"
             with m.State("POOL"):
                 with m.If(pool_done):
@@ -731,10 +802,10 @@ class Cluster(wiring.Component):
         pixel_advance = Signal()
 
         with m.If(run_start):
-            m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0), ch_base.eq(pass_index * T * d.cpt),
-                         bitpos.eq((pass_index * T * d.cpt * b_out) & (AW - 1)),
-                         waddr.eq(d.out_base + ((pass_index * T * d.cpt * b_out) >> exact_log2(AW))),
-                         pass_bit.eq(pass_index * T * d.cpt * b_out), wbuf.eq(0), wen.eq(0), sub.eq(0),
+            m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0), ch_base.eq(pass_ch),
+                         bitpos.eq(pass_bits & (AW - 1)),
+                         waddr.eq(d.out_base + (pass_bits >> exact_log2(AW))),
+                         pass_bit.eq(pass_bits), wbuf.eq(0), wen.eq(0), sub.eq(0),
                          tail_pending.eq(0)]
         with m.Elif(tail_pending):
             m.d.sync += tail_pending.eq(0)
@@ -765,9 +836,9 @@ class Cluster(wiring.Component):
                 wbuf.eq(0), wen.eq(0), pix_addr.eq(next_pix), pix_count.eq(pix_count + 1),
                 bitpos.eq(pass_bit & (AW - 1)),
                 waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
-                ch_base.eq(pass_index * T * d.cpt),
+                ch_base.eq(pass_ch),
             ]
-        m.d.comb += run_done.eq(pixel_advance & (pix_count == d.out_h * d.out_w - 1))
+        m.d.comb += run_done.eq(pixel_advance & (pix_count == dp["pix_last"]))
         pack_wr_data = Signal(AW)
         pack_wr_en = Signal(AW // 4)
         with m.If(tail_pending):
