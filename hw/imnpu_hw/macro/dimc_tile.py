@@ -336,9 +336,8 @@ def _unpack_coefficients(g, coef):
 def _front_end(m, g, feat, cmd, advance, bus_valid):
     """Feature register, command stage and operand preparation.
 
-    Returns the :meth:`_Geometry.operands` of the command in the datapath's
-    first stage (after the ``operands`` cut when the pipeline has it) and the
-    valid bits of the stages the front end holds.
+    Returns the :meth:`_Geometry.operands` of the command in stage B (the cycle
+    its SRAM data arrives) and the valid bits of the stages the front end holds.
     """
     W = g.width
     m.d.comb += [feat.ready.eq(advance), cmd.ready.eq(advance & ~bus_valid)]
@@ -399,11 +398,7 @@ def _front_end(m, g, feat, cmd, advance, bus_valid):
         ops.features.eq(features),
         ops.count_w.eq(Mux(l1, a_mask, shifted)),
     ]
-    valids = [a_valid]
-    if "operands" in g.cuts:
-        ops = _register(m, advance, ops, "l0_ops")
-        valids.append(ops.valid)
-    return ops, valids
+    return ops, [a_valid]
 
 
 # -- array ----------------------------------------------------------------------
@@ -468,7 +463,7 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
     """One tile's SRAM banks, memory-mode port and popcount / weighting datapath.
 
     ``read_group`` is the row group a command accepted this cycle reads; ``ops``
-    the front end's operands; ``out`` the ``(valid, row, error, dots)`` signals
+    the front end's operands in stage B; ``out`` the ``(valid, row, error, dots)`` signals
     the result is registered into. Returns the valid bits of the stages held here.
     """
     R, W, P, WW = g.rows, g.width, g.parallel, g.word_width
@@ -532,6 +527,13 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
 
     # -- channel popcounts, weighting, result ------------------------------------
     valids = []
+    rows = row_data
+    if "operands" in g.cuts:
+        # every tile registers its own copy of the shared operands: the front end's
+        # fan-out to the tiles then ends in registers, not in the popcount trees
+        rows = [_register(m, advance, r, f"l0_row{bank}") for bank, r in enumerate(rows)]
+        ops = _register(m, advance, ops, "l0_ops")
+        valids.append(ops.valid)
     ctl = (ops.valid, ops.coef, ops.row, ops.error)
 
     def register_ctl(level, ctl):
@@ -543,9 +545,6 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
         valids.append(regs[0])
         return regs
 
-    rows = row_data
-    if "operands" in g.cuts:
-        rows = [_register(m, advance, r, f"l0_row{bank}") for bank, r in enumerate(rows)]
     # weight operand of the count_x channels: at L=1 they count features alone
     wide = [Signal(W, name=f"row_or_l1_{bank}") for bank in range(P)]
     m.d.comb += [w.eq(row | ops.l1.replicate(W)) for w, row in zip(wide, rows)]
