@@ -613,6 +613,11 @@ def _parameter_properties(cls):
         setattr(cls, name, property(lambda self, name=name: getattr(self._geometry, name)))
     cls.words_per_row = property(lambda self: self._geometry.words)
     cls.feature_words = property(lambda self: self._geometry.feature_words)
+
+    def bus_address(self, row, word):
+        """The memory-mode ``addr`` of word ``word`` of row ``row``."""
+        return self._geometry.bus_address(row, word)
+    cls.bus_address = bus_address
     return cls
 
 
@@ -676,10 +681,6 @@ class DIMCTile(wiring.Component):
             "res": Out(stream.Signature(ComputeResult(g.row_bits, parallel, width))),
             "busy": Out(1),
         })
-
-    def bus_address(self, row, word):
-        """The ``bus.addr`` of word ``word`` of row ``row``."""
-        return self._geometry.bus_address(row, word)
 
     def elaborate(self, platform):
         m = Module()
@@ -780,10 +781,6 @@ class DIMCTileGroup(wiring.Component):
         })
 
     count = property(lambda self: self._count)
-
-    def bus_address(self, row, word):
-        """The ``bus[t].addr`` of word ``word`` of row ``row``."""
-        return self._geometry.bus_address(row, word)
 
     def elaborate(self, platform):
         m = Module()
