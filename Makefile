@@ -33,7 +33,7 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
-	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top] [MHZ=..]"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..]"
 	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
 	@echo "make fpga-pack   the same, then the bitstream (ecppack / icepack)"
 	@echo "make fpga-boards list the boards of the FPGA flow"

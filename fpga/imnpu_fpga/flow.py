@@ -24,7 +24,7 @@ Synthesis choices (the same for every block):
 * the block under test keeps its hierarchy (``keep_hierarchy``) so that
   ``stat`` reports it apart from the wrapper.
 
-Out-of-context blocks (``--block tile|cluster|top``) sit in
+Out-of-context blocks (``--block tile|cluster|top|builder``) sit in
 :class:`imnpu_fpga.wrapper.Harness` (LFSR-driven inputs, XOR-reduced outputs)
 inside the board wrapper, so they are placed and routed on the real device with
 the real clock pin, PLL and LED pins.
@@ -50,7 +50,7 @@ __all__ = ["BLOCKS", "ToolError", "find_tool", "build_top", "write_verilog", "sy
 BUILD_DIR = Path(__file__).resolve().parents[2] / "build" / "fpga"
 
 #: --block choices; "selftest" is the board wrapper with the whole IMNPU
-BLOCKS = ("selftest", "top", "cluster", "tile")
+BLOCKS = ("selftest", "top", "cluster", "tile", "builder")
 
 #: executable -> pip package that ships it
 TOOLS = {
@@ -97,6 +97,9 @@ def _block(block, config):
         from imnpu_hw.cluster.cluster import Cluster
         return Cluster(tiles=config.T, rows=config.R, width=config.W, parallel=config.P,
                        act_bytes=config.A, act_word=32, tile_depth=config.pipeline_depth)
+    if block == "builder":
+        from .wrapper import BuilderWithMemory
+        return BuilderWithMemory(config)
     if block == "top":
         try:
             from imnpu_hw.top import IMNPU
@@ -517,7 +520,8 @@ def main(argv=None):
     p.add_argument("--config", choices=list(CONFIGS), help="default: the board's")
     p.add_argument("--block", default="selftest", choices=BLOCKS,
                    help="selftest: the board wrapper with the IMNPU (default); tile, cluster, "
-                        "top: that block out of context in an LFSR/XOR harness")
+                        "top, builder (the patch builder with its activation memory): that "
+                        "block out of context in an LFSR/XOR harness")
     p.add_argument("--mhz", type=float, help="core clock in MHz (default: the board's)")
     p.add_argument("--no-pnr", action="store_true", help="stop after synthesis")
     p.add_argument("--pack", action="store_true", help="also write the bitstream")

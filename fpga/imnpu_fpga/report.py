@@ -158,6 +158,8 @@ def _clock_label(name, meta):
 def _macs(config, block):
     """Peak MAC/cycle per lane width of ``block``."""
     out = {}
+    if block == "builder":      # no MACs of its own
+        return out
     for lane in (1, 2, 4):
         if block == "tile":
             out[lane] = config.P * config.W // lane
@@ -320,7 +322,7 @@ def build_report(work, board, config, meta):
     # -- peak throughput -------------------------------------------------------
     macs = _macs(config, meta["block"])
     report["peak_macs_per_cycle"] = macs
-    lines += ["## Peak MAC/s", "",
+    lines += [] if not macs else ["## Peak MAC/s", "",
               "Peak MAC/cycle = C x T x P x W / L"
               + {"tile": " (one tile: P x W / L)", "cluster": " (one cluster: T x P x W / L)"}
               .get(meta["block"], "") + ".", "",
@@ -334,7 +336,8 @@ def build_report(work, board, config, meta):
         lines.append(f"| {lane} | {n} | "
                      f"{_fmt_rate(at_fmax) + 'MAC/s' if at_fmax else '-'} | "
                      f"{_fmt_rate(at_target)}MAC/s |")
-    lines.append("")
+    if macs:
+        lines.append("")
 
     secs = meta.get("seconds", {})
     lines += ["## Run", "",
@@ -359,8 +362,9 @@ def build_report(work, board, config, meta):
                 parts.append(f"{bel} {util[bel]['used']}/{util[bel]['available']}")
         summary.append("  " + ", ".join(parts))
         summary.append(f"  Fmax {fmax_core:.1f} MHz (target {meta['core_mhz']:g} MHz, "
-                       f"{'met' if report['timing_met'] else 'NOT met'}); "
-                       f"peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1")
+                       f"{'met' if report['timing_met'] else 'NOT met'})"
+                       + (f"; peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1"
+                          if macs else ""))
         if report.get("critical_path"):
             p = report["critical_path"]
             summary.append(f"  critical path {p['total_ns']:.1f} ns: {p['start']} -> {p['end']}")

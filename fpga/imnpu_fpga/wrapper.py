@@ -23,7 +23,7 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DesignSignature", "BoardTop", "Harness", "PLL_MODULE"]
+__all__ = ["DesignSignature", "BoardTop", "Harness", "BuilderWithMemory", "PLL_MODULE"]
 
 #: module name of the generated PLL (ecppll/icepll -n)
 PLL_MODULE = "imnpu_pll"
@@ -160,4 +160,49 @@ class Harness(wiring.Component):
             self.led[1].eq(heartbeat[-1]),
             self.uart_tx.eq(1),
         ]
+        return m
+
+
+class BuilderWithMemory(wiring.Component):
+    """The patch builder of a cluster of ``config`` with its activation memory.
+
+    Out of context (``make fpga BLOCK=builder``) the builder's critical path
+    starts at the activation memory's block RAM, as in the cluster, so the
+    memory comes along; its write port replaces the cluster's other users.
+    The builder's own ports are forwarded unchanged.
+    """
+
+    def __init__(self, config):
+        from amaranth.lib.memory import Memory
+        from amaranth.utils import ceil_log2
+        from imnpu_hw.cluster.cluster import Cluster
+        depth = config.A * 8 // 32           # 32-bit activation words, as in the flow's cluster
+        self._builder = Cluster.patch_builder(config.W, 32, depth)
+        self._memory = Memory(shape=32, depth=depth, init=[])
+        members = {name: member for name, member in self._builder.signature.members.items()
+                   if name not in ("rd_addr", "rd_en", "rd_data")}
+        members.update({"wr_addr": In(max(1, ceil_log2(depth))), "wr_data": In(32),
+                        "wr_en": In(1)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.builder = builder = self._builder
+        m.submodules.act = self._memory
+        rd = self._memory.read_port(domain="sync")
+        wr = self._memory.write_port()
+        m.d.comb += [rd.addr.eq(builder.rd_addr), rd.en.eq(builder.rd_en),
+                     builder.rd_data.eq(rd.data),
+                     wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
+        for name in self._builder.signature.members:
+            if name in ("rd_addr", "rd_en", "rd_data"):
+                continue
+            ours, theirs = getattr(self, name), getattr(builder, name)
+            if name in ("layer", "start"):
+                m.d.comb += theirs.eq(ours)
+            elif name == "chunk":
+                m.d.comb += [ours.valid.eq(theirs.valid), ours.payload.eq(theirs.payload),
+                             theirs.ready.eq(ours.ready)]
+            else:
+                m.d.comb += ours.eq(theirs)
         return m

@@ -95,3 +95,18 @@ def test_selftest_uart_follows_the_core_clock():
     top, _ = flow.build_top(board, get_config("tiny"), "selftest")
     assert top.use_pll and top.design._divisor == round(50e6 / 115200)
     assert info["kept"] == "design.imnpu"
+
+
+def test_builder_block_carries_its_activation_memory():
+    """BLOCK=builder: the cluster's patch builder with the activation memory its
+    reads come from, every other port on the harness."""
+    from amaranth.back import rtlil
+    from imnpu_hw import get_config
+    config = get_config("tiny")
+    top, info = flow.build_top(boards.BOARDS["ulx3s"], config, "builder")
+    assert info["kept"] == "design.dut"
+    names = set(top.design.block.signature.members)
+    assert {"layer", "start", "chunk", "wr_addr", "wr_data", "wr_en"} <= names
+    assert not names & {"rd_addr", "rd_en", "rd_data"}
+    text = rtlil.convert(top.design.block)
+    assert f"size {config.A * 8 // 32}" in text      # the activation memory is inside
