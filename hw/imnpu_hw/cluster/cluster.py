@@ -122,8 +122,7 @@ class Cluster(wiring.Component):
         self._tiles = DIMCTileGroup(count=tiles, rows=rows, width=width, parallel=parallel,
                                     word_width=SYSTEM_WORD, pipeline_depth=tile_depth,
                                     feature_width=width)
-        self._builder = PatchBuilder(width=width, word_width=act_word, depth=self._act_depth,
-                                     max_dim=MAX_DIM, max_kernel=255, max_passes=1)
+        self._builder = self.patch_builder(width, act_word, self._act_depth)
         self._pool = MaxPoolUnit(word_width=act_word, depth=self._act_depth, max_dim=MAX_DIM)
         self._stages = [OutputStage(tag_width=1, pipeline_depth=output_depth)
                         for _ in range(tiles)]
@@ -159,6 +158,13 @@ class Cluster(wiring.Component):
     act_word = property(lambda self: self._act_word)
     act_depth = property(lambda self: self._act_depth)
     tile_latency = property(lambda self: self._tiles.pipeline_depth)
+
+    @staticmethod
+    def patch_builder(width, act_word, act_depth):
+        """The :class:`PatchBuilder` a cluster of these parameters has (the FPGA
+        flow builds it alone, with its activation memory, as ``BLOCK=builder``)."""
+        return PatchBuilder(width=width, word_width=act_word, depth=act_depth,
+                            max_dim=MAX_DIM, max_kernel=255, max_passes=1)
     tile_addr_bits = property(lambda self: self._tile_addr_bits)
 
     # -- descriptor checks ----------------------------------------------------
