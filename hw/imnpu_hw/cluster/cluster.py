@@ -158,6 +158,7 @@ class Cluster(wiring.Component):
     act_word = property(lambda self: self._act_word)
     act_depth = property(lambda self: self._act_depth)
     tile_latency = property(lambda self: self._tiles.pipeline_depth)
+    tile_addr_bits = property(lambda self: self._tile_addr_bits)
 
     @staticmethod
     def patch_builder(width, act_word, act_depth):
@@ -165,7 +166,6 @@ class Cluster(wiring.Component):
         flow builds it alone, with its activation memory, as ``BLOCK=builder``)."""
         return PatchBuilder(width=width, word_width=act_word, depth=act_depth,
                             max_dim=MAX_DIM, max_kernel=255, max_passes=1)
-    tile_addr_bits = property(lambda self: self._tile_addr_bits)
 
     # -- descriptor checks ----------------------------------------------------
 
