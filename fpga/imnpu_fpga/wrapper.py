@@ -172,6 +172,9 @@ class BuilderWithMemory(wiring.Component):
     The builder's own ports are forwarded unchanged.
     """
 
+    #: the builder's activation memory read port, connected inside
+    READ_PORT = ("rd_addr", "rd_en", "rd_data")
+
     def __init__(self, config):
         from amaranth.lib.memory import Memory
         from amaranth.utils import ceil_log2
@@ -180,7 +183,7 @@ class BuilderWithMemory(wiring.Component):
         self._builder = Cluster.patch_builder(config.W, 32, depth)
         self._memory = Memory(shape=32, depth=depth, init=[])
         members = {name: member for name, member in self._builder.signature.members.items()
-                   if name not in ("rd_addr", "rd_en", "rd_data")}
+                   if name not in self.READ_PORT}
         members.update({"wr_addr": In(max(1, ceil_log2(depth))), "wr_data": In(32),
                         "wr_en": In(1)})
         super().__init__(members)
@@ -194,15 +197,14 @@ class BuilderWithMemory(wiring.Component):
         m.d.comb += [rd.addr.eq(builder.rd_addr), rd.en.eq(builder.rd_en),
                      builder.rd_data.eq(rd.data),
                      wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
-        for name in self._builder.signature.members:
-            if name in ("rd_addr", "rd_en", "rd_data"):
+        for name, member in self._builder.signature.members.items():
+            if name in self.READ_PORT:
                 continue
             ours, theirs = getattr(self, name), getattr(builder, name)
-            if name in ("layer", "start"):
+            if member.is_signature:
+                wiring.connect(m, theirs, wiring.flipped(ours))
+            elif member.flow == In:
                 m.d.comb += theirs.eq(ours)
-            elif name == "chunk":
-                m.d.comb += [ours.valid.eq(theirs.valid), ours.payload.eq(theirs.payload),
-                             theirs.ready.eq(ours.ready)]
             else:
                 m.d.comb += ours.eq(theirs)
         return m
