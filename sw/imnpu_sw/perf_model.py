@@ -24,7 +24,7 @@ __all__ = ["predict_layer_cycles", "layer_breakdown", "LayerBreakdown", "chunk_w
 
 FETCH = 1 + 16 + 2          # FETCH_REQ, 16 descriptor words, DECODE, CHECKED
 LAYER_END = 1
-BUILDER_START = 5           # patch builder: first chunk START_LATENCY + cycles(0)
+BUILDER_START = 7           # patch builder: first chunk START_LATENCY + cycles(0)
 OUTPUT_DEPTH = 3            # output stage pipeline depth
 MAXPOOL_OVERHEAD = 4
 BANKS = 3                   # accumulator banks

@@ -47,12 +47,14 @@ datapath cannot run (see ``error``) are refused at ``start``.
 Datapath. An *issue* stage walks the layer and presents one activation memory
 read a cycle (the read port has one cycle of latency); for every word it sends
 down the pipeline the bit offset of the word's first needed element, the
-number of needed elements and their destination lane. The *place* stage
-widens the word's elements to ``L`` bits, masks the unneeded ones, shifts them
-to their lane (a logarithmic shifter of ``W`` bits) and ORs them into a ``W``-
-bit staging register; the last word of a chunk moves the chunk into the
-``chunk`` stream's output register, and the staging register starts on the
-next chunk while that one waits to be taken.
+number of needed elements and their destination lane. Three register
+stages place it: *select* (the cycle the word arrives) shifts the word to its
+first needed element and masks the unneeded ones, *widen* widens the elements
+to ``L`` bits and shifts them by the low bits of the lane offset, and *place*
+shifts them by the high bits (together a logarithmic shifter of ``W`` bits)
+and ORs them into a ``W``-bit staging register; the last word of a chunk
+moves the chunk into the ``chunk`` stream's output register, and the staging
+register starts on the next chunk while that one waits to be taken.
 
 The issue stage reads only the words of a pixel that hold needed channels (a
 slice's words when ``spp > 1``), never reads a padded position and skips any
@@ -83,7 +85,7 @@ the ``k``-th chunk of a layer (from 0) is valid, and taken, in cycle
 ``START_LATENCY + cycles(0) + ... + cycles(k)`` counting the cycle in which
 ``start`` is high as cycle 0; ``busy`` is low from the cycle after the last
 chunk is taken. Backpressure only stalls the builder while the output register
-is full *and* the staging register holds a finished chunk.
+is full *and* the place stage holds the last word of the next chunk.
 :func:`chunk_words` computes ``words(c)`` for a layer.
 """
 
@@ -101,7 +103,7 @@ __all__ = ["PatchLayer", "PatchChunk", "PatchBuilder", "chunk_words", "START_LAT
 #: With ``start`` high in cycle 0 and ``chunk.ready`` held high, chunk ``k`` of
 #: the layer is valid (and taken) in cycle ``START_LATENCY + sum(cycles(0..k))``;
 #: the first activation read is issued in cycle 4.
-START_LATENCY = 5
+START_LATENCY = 7
 
 
 def PatchLayer(addr_width, width, max_dim, max_kernel, max_passes):
@@ -279,18 +281,13 @@ class PatchBuilder(wiring.Component):
     max_passes = property(lambda self: self._max_passes)
     start_latency = property(lambda self: START_LATENCY)
 
-    # -- place stage ---------------------------------------------------------
+    # -- place pipeline ------------------------------------------------------
 
-    def _place(self, m, word, bit, count, dest, lg_lane, lg_store, bipolar, is_signed):
-        """``W`` bits holding ``count`` elements of ``word`` from bit ``bit`` on,
-        widened to ``L`` bits and placed from lane ``dest``; zero elsewhere."""
+    def _widen(self, m, raw, needed, lg_lane, lg_store, bipolar, is_signed):
+        """``W`` bits holding the elements ``k`` of ``raw`` with ``needed[k]``,
+        widened to ``L`` bits, element 0 at lane 0; zero elsewhere."""
         W, AW = self._width, self._word_width
-        raw = Signal(AW)
-        m.d.comb += raw.eq(word >> bit)
-        needed = Signal(AW)                       # needed[k]: element k is placed
-        m.d.comb += needed.eq(Cat(*(count > k for k in range(AW))))
-
-        widened = Signal(W)                       # placed from lane 0
+        widened = Signal(W)
         with m.Switch(Cat(lg_store, lg_lane)):
             for lane in (1, 2, 4):
                 for store in (1, 2, 4):
@@ -310,19 +307,17 @@ class PatchBuilder(wiring.Component):
                         m.d.comb += widened.eq(Cat(*lanes))
             with m.Default():                   # L < S or code 3: refused at start
                 m.d.comb += widened.eq(0)
+        return widened
 
-        # Logarithmic shifter by dest * L bits, cut to W bits at every level.
-        amount = Signal(range(4 * W + 1))
-        m.d.comb += amount.eq(dest << lg_lane)
-        value = widened
-        for level in range(bits_for(W)):
+    def _shift(self, m, value, amount, levels, name):
+        """``value << amount`` for the bits ``levels`` of ``amount``, cut to ``W``
+        bits at every level (a slice of a logarithmic shifter)."""
+        for level in levels:
             step = 1 << level
-            shifted = Signal(W, name=f"shift{step}")
+            shifted = Signal(self._width, name=f"{name}{step}")
             m.d.comb += shifted.eq(Mux(amount[level], value << step, value))
             value = shifted
-        placed = Signal(W)
-        m.d.comb += placed.eq(Mux(amount > W, 0, value))
-        return placed
+        return value
 
     # -- the whole builder ---------------------------------------------------
 
@@ -809,7 +804,16 @@ class PatchBuilder(wiring.Component):
                     with m.If(last_ox & last_oy & last_pass):
                         m.d.sync += state.eq(_State.IDLE)
 
-        # -- place stage -------------------------------------------------------
+        # -- place pipeline ----------------------------------------------------
+        # Three stages after the issue stage, each a register stage that moves
+        # while not ``stall``: *select* (the cycle the read data arrives) shifts
+        # the word to its first needed element and masks the unneeded ones;
+        # *widen* widens the elements to L bits and shifts them by the low bits
+        # of the lane offset; *place* shifts by the high bits and ORs the result
+        # into the staging register. A stall holds every stage (and the read
+        # data: no read is issued while stalled).
+        lo_levels = range(bits_for(W) // 2)
+        hi_levels = range(bits_for(W) // 2, bits_for(W))
         s1_valid = Signal()
         s1_read = Signal()
         s1_bit = Signal.like(wbit)
@@ -819,7 +823,9 @@ class PatchBuilder(wiring.Component):
         s1_close = Signal()
         s1_meta = Signal(PatchChunk(W))        # everything but the features
 
-        m.d.comb += stall.eq(s1_valid & s1_close & self.chunk.valid & ~self.chunk.ready)
+        last_valid = Signal()
+        last_close = Signal()
+        m.d.comb += stall.eq(last_valid & last_close & self.chunk.valid & ~self.chunk.ready)
         with m.If(~stall):
             m.d.sync += s1_valid.eq(issue)
         with m.If(issue):
@@ -837,23 +843,56 @@ class PatchBuilder(wiring.Component):
                 s1_meta.pass_last.eq(last_pass),
             ]
 
-        placed = self._place(m, Mux(s1_read, self.rd_data, 0), s1_bit, s1_count, s1_dest,
-                             lg_lane, lg_store, bipolar, is_signed)
+        # select: rd_data is the word read by the issue cycle before.
+        s2_valid, s2_clear, s2_close = Signal(), Signal(), Signal()
+        s2_meta = Signal(PatchChunk(W))
+        s2_raw = Signal(AW)                    # the word from its first needed element
+        s2_needed = Signal(AW)                 # s2_needed[k]: element k is placed
+        s2_amount = Signal(range(4 * W + 1))   # lane offset in bits, dest * L
+        with m.If(~stall):
+            m.d.sync += [
+                s2_valid.eq(s1_valid), s2_clear.eq(s1_clear), s2_close.eq(s1_close),
+                s2_meta.eq(s1_meta),
+                s2_raw.eq(Mux(s1_read, self.rd_data, 0) >> s1_bit),
+                s2_needed.eq(Cat(*(s1_count > k for k in range(AW)))),
+                s2_amount.eq(s1_dest << lg_lane),
+            ]
+
+        # widen
+        s3_valid, s3_clear, s3_close = Signal(), Signal(), Signal()
+        s3_meta = Signal(PatchChunk(W))
+        s3_value = Signal(W)                   # widened, shifted by the low bits
+        s3_amount = Signal.like(s2_amount)
+        widened = self._widen(m, s2_raw, s2_needed, lg_lane, lg_store, bipolar, is_signed)
+        with m.If(~stall):
+            m.d.sync += [
+                s3_valid.eq(s2_valid), s3_clear.eq(s2_clear), s3_close.eq(s2_close),
+                s3_meta.eq(s2_meta),
+                s3_value.eq(self._shift(m, widened, s2_amount, lo_levels, "shift")),
+                s3_amount.eq(s2_amount),
+            ]
+
+        # place
+        m.d.comb += [last_valid.eq(s3_valid), last_close.eq(s3_close)]
+        placed = Signal(W)
+        m.d.comb += placed.eq(Mux(s3_amount > W, 0,
+                                  self._shift(m, s3_value, s3_amount, hi_levels, "shift")))
         staging = Signal(W)
         built = Signal(W)
-        m.d.comb += built.eq(Mux(s1_clear, 0, staging) | placed)
+        m.d.comb += built.eq(Mux(s3_clear, 0, staging) | placed)
 
         with m.If(self.chunk.ready):
             m.d.sync += self.chunk.valid.eq(0)
-        with m.If(s1_valid & ~stall):
-            with m.If(s1_close):
+        with m.If(s3_valid & ~stall):
+            with m.If(s3_close):
                 m.d.sync += [
                     self.chunk.valid.eq(1),
-                    self.chunk.payload.eq(s1_meta),
+                    self.chunk.payload.eq(s3_meta),
                     self.chunk.payload.features.eq(built),
                 ]
             with m.Else():
                 m.d.sync += staging.eq(built)
 
-        m.d.comb += self.busy.eq((state != _State.IDLE) | s1_valid | self.chunk.valid)
+        m.d.comb += self.busy.eq((state != _State.IDLE) | s1_valid | s2_valid | s3_valid |
+                                 self.chunk.valid)
         return m
