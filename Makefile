@@ -16,7 +16,7 @@ CONFIG  ?=
 BLOCK   ?=
 MHZ     ?=
 ROUTER  ?=
-FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER))
+FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER)) $(if $(filter-out 0,$(PLACE_ONLY)),--no-route)
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
@@ -33,8 +33,9 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
-	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..]"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [PLACE_ONLY=1]"
 	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
+	@echo "                 (PLACE_ONLY=1: no routing, nextpnr's placement estimate of Fmax and the critical path)"
 	@echo "make fpga-pack   the same, then the bitstream (ecppack / icepack)"
 	@echo "make fpga-boards list the boards of the FPGA flow"
 	@echo "make venv        create .venv and install the project (done by every target)"

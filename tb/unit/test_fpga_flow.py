@@ -110,3 +110,23 @@ def test_builder_block_carries_its_activation_memory():
     assert not names & {"rd_addr", "rd_en", "rd_data"}
     text = rtlil.convert(top.design.block)
     assert f"size {config.A * 8 // 32}" in text      # the activation memory is inside
+
+
+def test_placement_estimate_comes_from_the_nextpnr_log(tmp_path):
+    from imnpu_fpga.report import placement_fmax
+    log = tmp_path / "place.log"
+    log.write_text(
+        "Info: Max frequency for clock '$glbnet$design.clk': 31.20 MHz (FAIL at 50.00 MHz)\n"
+        "Info: Max frequency for clock 'clk_board': 250.00 MHz (PASS at 25.00 MHz)\n"
+        "Info: Running simulated annealing placer for refinement.\n"
+        "Info: Max frequency for clock '$glbnet$design.clk': 48.75 MHz (FAIL at 50.00 MHz)\n")
+    assert placement_fmax(log) == {
+        "$glbnet$design.clk": {"achieved": 48.75, "constraint": 50.0},   # the last estimate
+        "clk_board": {"achieved": 250.0, "constraint": 25.0}}
+    assert placement_fmax(tmp_path / "missing.log") == {}
+
+
+def test_a_bitstream_needs_routing(tmp_path):
+    with pytest.raises(ValueError, match="routed"):
+        flow.run("ulx3s", "tiny", block="tile", do_pack=True, do_route=False, out=tmp_path)
+    assert not any(tmp_path.iterdir())              # refused before any work
