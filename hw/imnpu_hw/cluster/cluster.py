@@ -29,7 +29,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsi
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import bits_for, ceil_log2, exact_log2
 
 from ..macro import DIMCTileGroup, LaneEncoding, LaneWidth
 from ..macro.dimc_tile import BusRequest, BusResponse
@@ -739,10 +739,18 @@ class Cluster(wiring.Component):
         pixel_end = outs[0].payload.tag
         ch_base = Signal(32)                # first channel of this step: pass*T*cpt + j*T
         sub = Signal(range(T + 1))           # raw output: channel within the step
+        # n_valid = clamp(cout - ch_base, 0, T), the step's valid channels, is a register
+        # loaded with ch_base: from it the append length, the word end and the pass's end
+        # follow in one cycle without the 32-bit subtraction.
         n_valid = Signal(range(T + 1))
-        remaining = Signal(32)
-        m.d.comb += remaining.eq(d.cout - ch_base)
-        m.d.comb += n_valid.eq(Mux(ch_base >= d.cout, 0, Mux(remaining >= T, T, remaining)))
+        remaining = Signal(signed(34))      # cout - ch_base
+        rem_pass = Signal(signed(34))       # cout - pass_ch
+        m.d.comb += [remaining.eq(d.cout - ch_base), rem_pass.eq(d.cout - pass_ch)]
+
+        def load_ch_base(value, rem):
+            """ch_base <= value; rem is cout - value (signed)."""
+            m.d.sync += [ch_base.eq(value),
+                         n_valid.eq(Mux(rem <= 0, 0, Mux(rem >= T, T, rem[:bits_for(T)])))]
         b_out = Signal(6)
         m.d.comb += b_out.eq(Mux(raw, 32, Mux(d.o_type.bits <= 1, 1, Mux(d.o_type.bits == 2, 2, 4))))
 
@@ -808,7 +816,8 @@ class Cluster(wiring.Component):
         pixel_advance = Signal()
 
         with m.If(run_start):
-            m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0), ch_base.eq(pass_ch),
+            load_ch_base(pass_ch, rem_pass)
+            m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0),
                          bitpos.eq(pass_bits & (AW - 1)),
                          waddr.eq(d.out_base + (pass_bits >> exact_log2(AW))),
                          pass_bit.eq(pass_bits), wbuf.eq(0), wen.eq(0), sub.eq(0),
@@ -829,7 +838,7 @@ class Cluster(wiring.Component):
                     m.d.comb += pixel_advance.eq(1)
             with m.Else():
                 with m.If(last_sub):
-                    m.d.sync += ch_base.eq(ch_base + T)
+                    load_ch_base(ch_base + T, remaining - T)
                 with m.If(end >= AW):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
                                  bitpos.eq(end - AW), waddr.eq(waddr + 1)]
@@ -842,8 +851,8 @@ class Cluster(wiring.Component):
                 wbuf.eq(0), wen.eq(0), pix_addr.eq(next_pix), pix_count.eq(pix_count + 1),
                 bitpos.eq(pass_bit & (AW - 1)),
                 waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
-                ch_base.eq(pass_ch),
             ]
+            load_ch_base(pass_ch, rem_pass)
         m.d.comb += run_done.eq(pixel_advance & (pix_count == dp["pix_last"]))
         pack_wr_data = Signal(AW)
         pack_wr_en = Signal(AW // 4)
