@@ -55,7 +55,7 @@ CONFIGS = {
         IMNPUConfig("tiny", C=1, T=2, R=8, W=64, P=1, A=4096,
                     word_width=32, pipeline_depth=2),
         IMNPUConfig("fpga", C=2, T=4, R=16, W=256, P=1, A=65536,
-                    word_width=64, pipeline_depth=4),
+                    word_width=64, pipeline_depth=6),
         IMNPUConfig("seed", C=8, T=8, R=32, W=1024, P=4, A=65536,
                     word_width=64, pipeline_depth=4),
     )

@@ -425,17 +425,30 @@ def _nibble_bits(m, g, rows, wide, features, count_w):
     return vectors
 
 
-def _compress(m, vectors, count_bits):
+def _compress(m, vectors, count_bits, cut=None):
     """Carry-save (full adder) reduction of equal-width bit vectors.
 
     Element-wise, the popcount over ``vectors`` equals ``A + B`` for the two
     returned lists of per-column vectors (column ``c`` weighs ``2**c``);
     columns at ``count_bits`` and beyond are dropped, as the counts fit.
+    ``cut(c, k, vector)``, if given, is applied to every column vector half way
+    down the tree (after ``ceil(levels / 2)`` of its full-adder levels): a
+    pipeline register there splits the tree's logic depth in two.
     """
     width = len(vectors[0])
     cols = {0: list(vectors)}
+    levels, n = 0, len(vectors)
+    while n > 2:
+        levels, n = levels + 1, n - n // 3
     step = 0
+    pending = cut is not None
+
+    def apply_cut(cols):
+        return {c: [cut(c, k, v) for k, v in enumerate(vs)] for c, vs in cols.items()}
+
     while any(len(v) > 2 for v in cols.values()):
+        if pending and step == (levels + 1) // 2:
+            cols, pending = apply_cut(cols), False
         new = {}
         for c in sorted(cols):
             vs = cols[c]
@@ -451,6 +464,8 @@ def _compress(m, vectors, count_bits):
             new.setdefault(c, []).extend(vs[3 * n:])
         cols = new
         step += 1
+    if pending:                 # a tree of at most one level: cut after it
+        cols = apply_cut(cols)
     zero = Const(0, width)
     rows = []
     for r in range(2):
@@ -548,11 +563,15 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
     # weight operand of the count_x channels: at L=1 they count features alone
     wide = [Signal(W, name=f"row_or_l1_{bank}") for bank in range(P)]
     m.d.comb += [w.eq(row | ops.l1.replicate(W)) for w, row in zip(wide, rows)]
-    csa_rows = _compress(m, _nibble_bits(m, g, rows, wide, ops.features, ops.count_w),
-                         g.count_bits)
+    cut = None
     if "rows" in g.cuts:
-        csa_rows = [[_register(m, advance, v, f"l1_r{r}_c{col}") for col, v in enumerate(row)]
-                    for r, row in enumerate(csa_rows)]
+        # half way down the carry-save tree: its two halves are each about as deep as
+        # the weighting after the counts
+        def cut(c, k, v):
+            return _register(m, advance, v, f"l1_c{c}_{k}")
+    csa_rows = _compress(m, _nibble_bits(m, g, rows, wide, ops.features, ops.count_w),
+                         g.count_bits, cut)
+    if "rows" in g.cuts:
         ctl = register_ctl(1, ctl)
     counts = []                 # counts[bank][channel]
     for bank in range(P):
