@@ -253,7 +253,7 @@ class MaxPoolUnit(wiring.Component):
             ok1.eq(lane_ok & nonzero),
         ]
 
-        # -- set-up, stage 2: region sizes and the row step ----------------
+        # -- set-up, stage 2: region sizes, the row step, the window check ---
         step_y = Signal(len(L.stride_h) + len(row_pitch))        # stride_h * in_w * pw
         in_size = Signal(len(L.in_h) + len(row_pitch))
         out_size = Signal(len(L.out_h) + len(out_row))
