@@ -309,7 +309,7 @@ def test_cycles_per_chunk(width, word_width, depth):
 
 def test_one_cycle_pixels_and_cluster_parameters():
     """Output pixels of one cycle back to back (1 x 1 and 2 x 2 kernels, padding wider
-    than the kernel, one chunk per pixel), with several passes, and random layers
+    than the kernel, one chunk per pixel, one output column), with several passes, and random layers
     at the cluster's builder parameters (max_kernel 255, max_passes 1): exact chunks,
     reads and chunk cycles."""
     rng = np.random.default_rng(SEED + 3)
@@ -318,7 +318,9 @@ def test_one_cycle_pixels_and_cluster_parameters():
     for kernel, stride, padding, shape in [
             ((1, 1), (1, 1), (0, 0), (1, 1, 5)), ((1, 1), (1, 2), (2, 1), (3, 4, 5)),
             ((1, 1), (3, 1), (1, 2), (4, 1, 32)), ((2, 2), (2, 2), (3, 2), (2, 3, 8)),
-            ((2, 1), (1, 3), (2, 0), (1, 5, 16))]:
+            ((2, 1), (1, 3), (2, 0), (1, 5, 16)),
+            # one output column: every pixel starts an output row, back to back
+            ((1, 1), (1, 1), (0, 0), (4, 1, 5)), ((2, 1), (1, 1), (1, 0), (3, 1, 5))]:
         jobs.append(Job(width=64, word_width=32, optype=t, lane=2,
                         x=t.random(rng, shape), kernel=kernel, stride=stride,
                         padding=padding, passes=3, base=7, depth=1024, rng=rng))

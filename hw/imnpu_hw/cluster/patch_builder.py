@@ -619,21 +619,37 @@ class PatchBuilder(wiring.Component):
         new_row = Signal()            # the next pixel starts an output row
         m.d.comb += [new_row0.eq(first_load | last_ox & last_oy),
                      new_row.eq(first_load | last_ox)]
+        # The look-ahead registers (view of the next row and column, raw row and
+        # column two ahead) are not written by the load itself: that would put
+        # several hundred flip-flop enables behind the chunk-close decision, the
+        # builder's longest path. A load only sets a *pending* flag; in the cycle
+        # after it the registers step from their source (``*_raw1`` after a load
+        # that starts the output row or pass, else the raw register itself),
+        # and a load in that cycle takes the next view straight from the source.
+        y_pend = Signal()             # step y_nxt / y_ahead from y_ahead
+        y_pend0 = Signal()            # ... from y_raw1
+        x_pend = Signal()
+        x_pend0 = Signal()
+        y_src = Signal(y_raw)
+        x_src = Signal(x_raw)
+        m.d.comb += [y_src.eq(Mux(y_pend0, y_raw1, y_ahead)),
+                     x_src.eq(Mux(x_pend0, x_raw1, x_ahead))]
+        y_src_view = view_y(y_src, "y_src_view")
+        x_src_view = view_x(x_src, "x_src_view")
+        with m.If(y_pend | y_pend0):
+            m.d.sync += [y_nxt.eq(y_src_view), y_ahead.eq(step_y(y_src, "y_src_step"))]
+        with m.If(x_pend | x_pend0):
+            m.d.sync += [x_nxt.eq(x_src_view), x_ahead.eq(step_x(x_src, "x_src_step"))]
         y_sel = Signal(y_view)
         x_sel = Signal(x_view)
         m.d.comb += [
-            y_sel.eq(Mux(new_row0, y_view0, Mux(last_ox, y_nxt, y_cur))),
-            x_sel.eq(Mux(new_row, x_view0, x_nxt)),
+            y_sel.eq(Mux(new_row0, y_view0,
+                         Mux(last_ox, Mux(y_pend | y_pend0, y_src_view, y_nxt), y_cur))),
+            x_sel.eq(Mux(new_row, x_view0, Mux(x_pend | x_pend0, x_src_view, x_nxt))),
         ]
-        # Raw row oy' + 1 and column ox' + 1 of the next pixel (oy', ox').
-        y_raw_n = Signal(y_raw)
-        x_raw_n = Signal(x_raw)
-        m.d.comb += [y_raw_n.eq(Mux(new_row0, y_raw1, y_ahead)),
-                     x_raw_n.eq(Mux(new_row, x_raw1, x_ahead))]
-        y_nxt_c = view_y(y_raw_n, "y_nxt_c")
-        y_ahead_c = step_y(y_raw_n, "y_ahead_c")
-        x_nxt_c = view_x(x_raw_n, "x_nxt_c")
-        x_ahead_c = step_x(x_raw_n, "x_ahead_c")
+        loading = Signal()            # load_pixel() this cycle
+        m.d.sync += [y_pend0.eq(loading & new_row0), y_pend.eq(loading & new_row & ~new_row0),
+                     x_pend0.eq(loading & new_row), x_pend.eq(loading & ~new_row)]
 
         def load_pixel():
             m.d.sync += [
@@ -653,9 +669,7 @@ class PatchBuilder(wiring.Component):
                 word_first.eq(1), fresh.eq(1),
                 lanes_left.eq(lanes_all),
             ]
-            with m.If(new_row):
-                m.d.sync += [y_nxt.eq(y_nxt_c), y_ahead.eq(y_ahead_c)]
-            m.d.sync += [x_nxt.eq(x_nxt_c), x_ahead.eq(x_ahead_c)]
+            m.d.comb += loading.eq(1)
 
         with m.If(first_load):
             m.d.sync += [n_pass.eq(0), oy.eq(0), ox.eq(0),
