@@ -130,3 +130,16 @@ def test_a_bitstream_needs_routing(tmp_path):
     with pytest.raises(ValueError, match="routed"):
         flow.run("ulx3s", "tiny", block="tile", do_pack=True, do_route=False, out=tmp_path)
     assert not any(tmp_path.iterdir())              # refused before any work
+
+
+@pytest.mark.parametrize("board_name,route", [("ulx3s", True), ("ulx3s", False),
+                                              ("icebreaker", True)])
+def test_nextpnr_runs_with_the_timing_effort(monkeypatch, tmp_path, board_name, route):
+    board = boards.get_board(board_name)
+    calls = []
+    monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
+    flow.place_and_route(board, tmp_path, seed=3, route=route)
+    (cmd,) = calls
+    text = " ".join(str(c) for c in cmd)
+    assert " ".join(flow.TIMING_EFFORT) in text
+    assert "--seed 3" in text and ("--no-route" in cmd) != route
