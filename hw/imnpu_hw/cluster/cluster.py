@@ -753,8 +753,15 @@ class Cluster(wiring.Component):
             """ch_base <= value; rem is cout - value (signed)."""
             m.d.sync += [ch_base.eq(value),
                          n_valid.eq(Mux(rem <= 0, 0, Mux(rem >= T, T, rem[:bits_for(T)])))]
-        b_out = Signal(6)
-        m.d.comb += b_out.eq(Mux(raw, 32, Mux(d.o_type.bits <= 1, 1, Mux(d.o_type.bits == 2, 2, 4))))
+        # The output code width (1, 2 or 4 bits; raw int32: 32) as a shift amount, and
+        # the raw flag, in free-running registers: the descriptor is held long before
+        # the packer runs, and the append length n_valid * width is then a shift
+        # (the product from the descriptor field was the cluster's critical path).
+        pk_raw = Signal()
+        lg_out = Signal(range(6))
+        m.d.sync += [pk_raw.eq(raw),
+                     lg_out.eq(Mux(raw, 5, Mux(d.o_type.bits <= 1, 0,
+                                               Mux(d.o_type.bits == 2, 1, 2))))]
 
         bitpos = Signal(range(AW))           # next free bit in the word buffer
         wbuf = Signal(AW)
@@ -768,7 +775,7 @@ class Cluster(wiring.Component):
         app_bits = Signal(32 * T)
         app_len = Signal(range(32 * T + 1))
         last_sub = Signal()
-        with m.If(raw):
+        with m.If(pk_raw):
             vals = [o.payload.value for o in outs]
             sel = Signal(32)
             with m.Switch(sub):
@@ -779,13 +786,15 @@ class Cluster(wiring.Component):
                          last_sub.eq(sub >= n_valid - 1)]
         with m.Else():
             codes = Signal(4 * T)
-            with m.Switch(b_out):
-                for bits in (1, 2, 4):
-                    with m.Case(bits):
-                        m.d.comb += codes.eq(Cat(*[o.payload.code[:bits] for o in outs]))
+            with m.Switch(lg_out):
+                for lg in range(3):
+                    with m.Case(lg):
+                        m.d.comb += codes.eq(Cat(*[o.payload.code[:1 << lg] for o in outs]))
             keep = Signal(4 * T)
-            m.d.comb += keep.eq(codes & ((Const(1, 4 * T + 1) << (n_valid * b_out)) - 1))
-            m.d.comb += [app_bits.eq(keep), app_len.eq(n_valid * b_out), last_sub.eq(1)]
+            codes_len = Signal(range(4 * T + 1))
+            m.d.comb += [codes_len.eq(n_valid << lg_out[:2]),
+                         keep.eq(codes & ((Const(1, 4 * T + 1) << codes_len) - 1)),
+                         app_bits.eq(keep), app_len.eq(codes_len), last_sub.eq(1)]
 
         tail_pending = Signal()             # the pixel's last word still to write
         take = Signal()
