@@ -67,9 +67,10 @@ TOOLS = {
 SOFT_MUL_MAX = 6
 
 #: nextpnr's timing effort: the analytic (HeAP) placer weighs timing 30 (default
-#: 10; the `fpga` self-test's placement estimate 36.9 -> 39.7 MHz). Not ``--tmg-ripup``: router2 then goes on ripping up the failing nets of
-#: a design that misses its target without end (500 iterations with no over-used
-#: wire on the `fpga` cluster at 48 MHz)
+#: 10; the `fpga` self-test's placement estimate 36.9 -> 39.7 MHz). Not
+#: ``--tmg-ripup``: router2 then goes on ripping up the failing nets of a design
+#: that misses its target without end (500 iterations with no over-used wire on
+#: the `fpga` cluster at 48 MHz)
 TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 
 class ToolError(RuntimeError):

@@ -309,8 +309,8 @@ def test_cycles_per_chunk(width, word_width, depth):
 
 def test_one_cycle_pixels_and_cluster_parameters():
     """Output pixels of one cycle back to back (1 x 1 and 2 x 2 kernels, padding wider
-    than the kernel, one chunk per pixel, one output column), with several passes, and random layers
-    at the cluster's builder parameters (max_kernel 255, max_passes 1): exact chunks,
+    than the kernel, one chunk per pixel, one output column), with several passes,
+    and random layers at the cluster's builder parameters (max_kernel 255, max_passes 1): exact chunks,
     reads and chunk cycles."""
     rng = np.random.default_rng(SEED + 3)
     t = ref.OperandType(2, ref.Encoding.SIGNED)

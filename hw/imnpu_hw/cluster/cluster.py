@@ -57,6 +57,12 @@ MemRequest = data.StructLayout({"addr": 32, "length": 16})
 MemResponse = data.StructLayout({"data": 32, "error": 1})
 
 
+
+def storage_lane(bits):
+    """The :class:`LaneWidth` code an operand of ``bits`` (1..4) is stored in:
+    1 -> L1, 2 -> L2, 3 or 4 -> L4."""
+    return Mux(bits <= 1, LaneWidth.L1, Mux(bits == 2, LaneWidth.L2, LaneWidth.L4))
+
 class Cluster(wiring.Component):
     """A cluster of ``T`` DIMC tiles with its sequencer.
 
@@ -201,10 +207,6 @@ class Cluster(wiring.Component):
                 ok |= enc == OutputKind.RAW32.value
             return ok
 
-        def storage(bits):
-            # lane code of a 1..4-bit operand: 1 -> L1, 2 -> L2, 3/4 -> L4
-            return Mux(bits <= 1, 0, Mux(bits == 2, 1, 2))
-
         def lane_bits(code):
             return Mux(code == 0, 1, Mux(code == 1, 2, 4))
 
@@ -213,9 +215,9 @@ class Cluster(wiring.Component):
         pool = reg(d.kind == LayerKind.MAXPOOL, "pool")
         kpos = reg(d.kh * d.kw, "kpos")
         nl = reg(Const(W, range(W + 1)) >> d.lane.as_value(), "nl")
-        s_in = lane_bits(storage(d.x_type.bits))
+        s_in = lane_bits(storage_lane(d.x_type.bits))
         raw = d.o_type.encoding == OutputKind.RAW32.value
-        b_out = Mux(raw, 32, lane_bits(storage(d.o_type.bits)))
+        b_out = Mux(raw, 32, lane_bits(storage_lane(d.o_type.bits)))
         ph = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_h)
         pw = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_w)
         ext_h = reg(d.in_h + 2 * ph, "ext_h")
@@ -250,8 +252,8 @@ class Cluster(wiring.Component):
         lane_code = d.lane.as_value()
         bad_lane = reg(((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
                        ((lane_code == 3) |
-                        (lane_code < storage(d.x_type.bits)) |
-                        (lane_code < storage(d.w_type.bits)) |
+                        (lane_code < storage_lane(d.x_type.bits)) |
+                        (lane_code < storage_lane(d.w_type.bits)) |
                         ((lane_code == 0) & (d.x_type.encoding == LaneEncoding.BIPOLAR.value) &
                          ((d.pad_h != 0) | (d.pad_w != 0)))), "bad_lane")
         too_big = reg((d.in_h > MAX_DIM) | (d.in_w > MAX_DIM) | (d.cin > MAX_DIM) |
@@ -574,8 +576,7 @@ class Cluster(wiring.Component):
         m.d.comb += [
             bl.in_base.eq(d.in_base), bl.in_h.eq(d.in_h), bl.in_w.eq(d.in_w), bl.cin.eq(d.cin),
             bl.in_pixel_words.eq(d.in_pixel_words),
-            bl.in_lane.eq(Mux(d.x_type.bits <= 1, LaneWidth.L1,
-                              Mux(d.x_type.bits == 2, LaneWidth.L2, LaneWidth.L4))),
+            bl.in_lane.eq(storage_lane(d.x_type.bits)),
             bl.in_encoding.eq(d.x_type.encoding), bl.lane.eq(d.lane),
             bl.kh.eq(d.kh), bl.kw.eq(d.kw), bl.stride_h.eq(d.stride_h), bl.stride_w.eq(d.stride_w),
             bl.pad_h.eq(d.pad_h), bl.pad_w.eq(d.pad_w), bl.out_h.eq(d.out_h), bl.out_w.eq(d.out_w),
@@ -760,8 +761,7 @@ class Cluster(wiring.Component):
         pk_raw = Signal()
         lg_out = Signal(range(6))
         m.d.sync += [pk_raw.eq(raw),
-                     lg_out.eq(Mux(raw, 5, Mux(d.o_type.bits <= 1, 0,
-                                               Mux(d.o_type.bits == 2, 1, 2))))]
+                     lg_out.eq(Mux(raw, 5, storage_lane(d.o_type.bits)))]
 
         bitpos = Signal(range(AW))           # next free bit in the word buffer
         wbuf = Signal(AW)

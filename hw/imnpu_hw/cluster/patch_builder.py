@@ -634,18 +634,19 @@ class PatchBuilder(wiring.Component):
         x_src = Signal(x_raw)
         m.d.comb += [y_src.eq(Mux(y_pend0, y_raw1, y_ahead)),
                      x_src.eq(Mux(x_pend0, x_raw1, x_ahead))]
+        y_stale, x_stale = y_pend | y_pend0, x_pend | x_pend0
         y_src_view = view_y(y_src, "y_src_view")
         x_src_view = view_x(x_src, "x_src_view")
-        with m.If(y_pend | y_pend0):
+        with m.If(y_stale):
             m.d.sync += [y_nxt.eq(y_src_view), y_ahead.eq(step_y(y_src, "y_src_step"))]
-        with m.If(x_pend | x_pend0):
+        with m.If(x_stale):
             m.d.sync += [x_nxt.eq(x_src_view), x_ahead.eq(step_x(x_src, "x_src_step"))]
         y_sel = Signal(y_view)
         x_sel = Signal(x_view)
         m.d.comb += [
             y_sel.eq(Mux(new_row0, y_view0,
-                         Mux(last_ox, Mux(y_pend | y_pend0, y_src_view, y_nxt), y_cur))),
-            x_sel.eq(Mux(new_row, x_view0, Mux(x_pend | x_pend0, x_src_view, x_nxt))),
+                         Mux(last_ox, Mux(y_stale, y_src_view, y_nxt), y_cur))),
+            x_sel.eq(Mux(new_row, x_view0, Mux(x_stale, x_src_view, x_nxt))),
         ]
         loading = Signal()            # load_pixel() this cycle
         m.d.sync += [y_pend0.eq(loading & new_row0), y_pend.eq(loading & new_row & ~new_row0),
