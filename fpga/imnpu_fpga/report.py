@@ -202,6 +202,11 @@ def build_report(work, board, config, meta):
         pnr = json.loads((work / "place_report.json").read_text())
         # without routing nextpnr's JSON report holds no timing: its log has the estimate
         pnr["fmax"] = placement_fmax(work / "place.log")
+        if (work / "place.sdf").exists():
+            from .placed_timing import analyse
+            placed = analyse(work / "place.sdf", 1000 / meta["core_mhz"])
+            pnr["critical_paths"] = placed["critical_paths"]
+            pnr["placed_timing"] = {k: v for k, v in placed.items() if k != "critical_paths"}
     bels = ECP5_BELS if board.family == "ecp5" else ICE40_BELS
 
     report = {"board": board.name, "device": board.device, "package": board.package,
@@ -315,7 +320,19 @@ def build_report(work, board, config, meta):
             if fmax_core is None or "design.clk" in clock:
                 fmax_core = f["achieved"]
         lines.append("")
-        if placed_only:
+        placed = pnr.get("placed_timing")
+        if placed_only and placed:
+            report["placed_timing"] = placed
+            lines += [f"Paths from the placer's delay estimates in `place.sdf` "
+                      f"(`imnpu_fpga.placed_timing`): worst {1000 / placed['fmax_mhz']:.2f} ns; "
+                      f"{placed['failing']} of {placed['endpoints']} register inputs miss "
+                      f"{meta['core_mhz']:g} MHz.", ""]
+            if placed["failing_by_signal"]:
+                lines += ["| failing register (RTL signal) | inputs |", "| --- | ---: |"]
+                lines += [f"| `{name}` | {n} |" for name, n in placed["failing_by_signal"][:20]]
+                more = len(placed["failing_by_signal"]) - 20
+                lines += ([f"| ({more} more signals) | |"] if more > 0 else []) + [""]
+        elif placed_only:
             lines += ["nextpnr names the critical path only after routing "
                       "(run without PLACE_ONLY=1).", ""]
         paths = [critical_path_summary(p) for p in pnr.get("critical_paths", [])]
@@ -324,7 +341,7 @@ def build_report(work, board, config, meta):
         if core:
             p = max(core, key=lambda p: p["total_ns"])
             report["critical_path"] = p
-            lines += ["### Critical path", "",
+            lines += ["### Critical path" + (" (placement estimate)" if placed_only else ""), "",
                       f"{p['total_ns']:.2f} ns ({p['logic_ns']:.2f} ns cells incl. "
                       f"{p['clk_to_q_ns']:.2f} ns clock-to-out, {p['routing_ns']:.2f} ns "
                       f"routing), {p['logic_levels']} logic levels:", "",
@@ -333,6 +350,13 @@ def build_report(work, board, config, meta):
             if p["through"]:
                 lines.append("* through " + ", ".join(f"`{t}`" for t in p["through"][:6]))
             lines.append("")
+            others = [q for q in core if q is not p]
+            if placed_only and others:
+                lines += ["Next worst paths (distinct start and end signals):", "",
+                          "| ns | routing ns | from | to |", "| ---: | ---: | --- | --- |"]
+                lines += [f"| {q['total_ns']:.2f} | {q['routing_ns']:.2f} | `{q['start']}` | "
+                          f"`{q['end']}` |" for q in others]
+                lines.append("")
     report["fmax_core_mhz"] = fmax_core
     report["timing_met"] = bool(fmax_core and fmax_core >= meta["core_mhz"])
     if fmax_core and not report["timing_met"]:

@@ -143,3 +143,129 @@ def test_nextpnr_runs_with_the_timing_effort(monkeypatch, tmp_path, board_name, 
     text = " ".join(str(c) for c in cmd)
     assert " ".join(flow.TIMING_EFFORT) in text
     assert "--seed 3" in text and ("--no-route" in cmd) != route
+    assert ("--sdf" in cmd) != route               # placement only: the delay estimates
+
+
+_SDF = r"""(DELAYFILE
+  (SDFVERSION "3.0")
+  (TIMESCALE 1ps)
+  (CELL
+    (CELLTYPE "top")
+    (INSTANCE )
+    (DELAY
+      (ABSOLUTE
+        (INTERCONNECT a_TRELLIS_FF_Q/Q x_LUT4_Z/A (1000:1000:{a_x}) (1000:1000:{a_x}))
+        (INTERCONNECT x_LUT4_Z/F y_LUT4_Z/B (0:0:{x_y}) (0:0:{x_y}))
+        (INTERCONNECT y_LUT4_Z/F q_TRELLIS_FF_Q/DI (0:0:{y_q}) (0:0:{y_q}))
+        (INTERCONNECT a_TRELLIS_FF_Q/Q q_TRELLIS_FF_Q_1/CE (0:0:700) (0:0:700))
+        (INTERCONNECT ram.0.1/DOA0 y_LUT4_Z/A (0:0:300) (0:0:300))
+        (INTERCONNECT pin/O x_LUT4_Z/B (0:0:9000) (0:0:9000))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE a_TRELLIS_FF_Q)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE x_LUT4_Z)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH A F (200:220:240) (200:220:240))
+        (IOPATH B F (200:220:240) (200:220:240))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE y_LUT4_Z)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH A F (200:220:240) (200:220:240))
+        (IOPATH B F (200:220:240) (200:220:240))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "DP16KD")
+    (INSTANCE ram.0.1)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLKA DOA0 (5000:5500:6000) (5000:5500:6000))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE q_TRELLIS_FF_Q)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+      )
+    )
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (100:100:{setup}) (300:300:300))
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE q_TRELLIS_FF_Q_1)
+    (TIMINGCHECK
+      (SETUPHOLD (posedge CE) (posedge CLK) (50:50:60) (150:150:150))
+    )
+  )
+)
+"""
+
+
+def _sdf(tmp_path, **delays):
+    path = tmp_path / "place.sdf"
+    path.write_text(_SDF.format(**{"a_x": 3000, "x_y": 400, "y_q": 500, "setup": 110,
+                                   **delays}))
+    return path
+
+
+def test_placed_timing_finds_the_longest_register_path(tmp_path):
+    from imnpu_fpga.placed_timing import analyse
+    from imnpu_fpga.report import critical_path_summary
+    # a -> x -> y -> q: 500 + 3000 + 240 + 400 + 240 + 500 + setup 110 = 4990 ps;
+    # ram -> y -> q: 6000 + 300 + 240 + 500 + 110 = 7150 ps wins; the pin is no start
+    r = analyse(_sdf(tmp_path), period_ns=5.0)
+    assert r["endpoints"] == 2 and r["failing"] == 1
+    assert r["fmax_mhz"] == round(1e6 / 7150, 2)
+    assert r["failing_by_signal"] == [("q", 1)]
+    worst = critical_path_summary(r["critical_paths"][0])
+    assert (worst["start"], worst["end"]) == ("ram (block RAM slice 0.1)", "q")
+    assert worst["total_ns"] == pytest.approx(7.15)
+    assert worst["routing_ns"] == pytest.approx(0.8)
+    assert worst["clk_to_q_ns"] == pytest.approx(6.0)
+    # a slower route from the register makes it the critical path
+    r = analyse(_sdf(tmp_path, a_x=9000), period_ns=5.0)
+    worst = critical_path_summary(r["critical_paths"][0])
+    assert (worst["start"], worst["end"], worst["logic_levels"]) == ("a", "q", 2)
+    assert worst["total_ns"] == pytest.approx(0.5 + 9 + 0.24 + 0.4 + 0.24 + 0.5 + 0.11)
+    assert worst["through"] == ["x", "y"]
+    # the CE input (0.5 + 0.7 + 0.06 ns) fails a 1 ns period too; each endpoint is
+    # traced back along its latest arrival (DI: from the RAM)
+    r = analyse(_sdf(tmp_path), period_ns=1.0)
+    assert r["failing"] == 2 and r["failing_by_signal"] == [("q", 2)]
+    second = critical_path_summary(r["critical_paths"][1])
+    assert (second["start"], second["end"]) == ("a", "q")
+    assert second["total_ns"] == pytest.approx(1.26)
+    assert analyse(_sdf(tmp_path), period_ns=20.0)["failing"] == 0
+
+
+def test_placed_timing_refuses_a_bad_period_and_an_empty_design(tmp_path):
+    from imnpu_fpga.placed_timing import analyse
+    with pytest.raises(ValueError, match="period_ns"):
+        analyse(_sdf(tmp_path), period_ns=0)
+    empty = tmp_path / "empty.sdf"
+    empty.write_text("(DELAYFILE\n)\n")
+    with pytest.raises(ValueError, match="no register-to-register path"):
+        analyse(empty, period_ns=10)
