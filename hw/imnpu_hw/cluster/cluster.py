@@ -750,10 +750,9 @@ class Cluster(wiring.Component):
         rem_pass = Signal(signed(34))       # cout - pass_ch
         m.d.comb += [remaining.eq(d.cout - ch_base), rem_pass.eq(d.cout - pass_ch)]
 
-        def load_ch_base(value, rem):
-            """ch_base <= value; rem is cout - value (signed)."""
-            m.d.sync += [ch_base.eq(value),
-                         n_valid.eq(Mux(rem <= 0, 0, Mux(rem >= T, T, rem[:bits_for(T)])))]
+        def clamp_valid(rem):
+            """n_valid of a step whose first channel leaves rem = cout - ch_base."""
+            return Mux(rem <= 0, 0, Mux(rem >= T, T, rem[:bits_for(T)]))
         # The output code width (1, 2 or 4 bits; raw int32: 32) as a shift amount, and
         # the raw flag, in free-running registers: the descriptor is held long before
         # the packer runs, and the append length n_valid * width is then a shift
@@ -762,6 +761,21 @@ class Cluster(wiring.Component):
         lg_out = Signal(range(6))
         m.d.sync += [pk_raw.eq(raw),
                      lg_out.eq(Mux(raw, 5, storage_lane(d.o_type.bits)))]
+
+        # The append length of the current step (raw: 32 bits, or 0 if n_valid is 0;
+        # else n_valid codes) is a register too, loaded with n_valid: the word-end
+        # decisions then start at a register and the adder bitpos + app_len, not
+        # behind the width decode.
+        app_len = Signal(range(32 * T + 1))
+
+        n_pass = Signal.like(n_valid)       # n_valid of a pixel's first step
+        n_step = Signal.like(n_valid)       # n_valid of the next step of this pixel
+        m.d.comb += [n_pass.eq(clamp_valid(rem_pass)), n_step.eq(clamp_valid(remaining - T))]
+
+        def load_ch_base(value, n_value):
+            """ch_base <= value with its n_valid, at sub = 0."""
+            m.d.sync += [ch_base.eq(value), n_valid.eq(n_value),
+                         app_len.eq(Mux(pk_raw, Mux(n_value != 0, 32, 0), n_value << lg_out[:2]))]
 
         bitpos = Signal(range(AW))           # next free bit in the word buffer
         wbuf = Signal(AW)
@@ -773,7 +787,6 @@ class Cluster(wiring.Component):
 
         # bits appended this cycle
         app_bits = Signal(32 * T)
-        app_len = Signal(range(32 * T + 1))
         last_sub = Signal()
         with m.If(pk_raw):
             vals = [o.payload.value for o in outs]
@@ -782,8 +795,7 @@ class Cluster(wiring.Component):
                 for t in range(T):
                     with m.Case(t):
                         m.d.comb += sel.eq(vals[t])
-            m.d.comb += [app_bits.eq(sel), app_len.eq(Mux(sub < n_valid, 32, 0)),
-                         last_sub.eq(sub >= n_valid - 1)]
+            m.d.comb += [app_bits.eq(sel), last_sub.eq(sub >= n_valid - 1)]
         with m.Else():
             codes = Signal(4 * T)
             with m.Switch(lg_out):
@@ -791,10 +803,8 @@ class Cluster(wiring.Component):
                     with m.Case(lg):
                         m.d.comb += codes.eq(Cat(*[o.payload.code[:1 << lg] for o in outs]))
             keep = Signal(4 * T)
-            codes_len = Signal(range(4 * T + 1))
-            m.d.comb += [codes_len.eq(n_valid << lg_out[:2]),
-                         keep.eq(codes & ((Const(1, 4 * T + 1) << codes_len) - 1)),
-                         app_bits.eq(keep), app_len.eq(codes_len), last_sub.eq(1)]
+            m.d.comb += [keep.eq(codes & ((Const(1, 4 * T + 1) << app_len) - 1)),
+                         app_bits.eq(keep), last_sub.eq(1)]
 
         tail_pending = Signal()             # the pixel's last word still to write
         take = Signal()
@@ -820,14 +830,20 @@ class Cluster(wiring.Component):
         m.d.comb += merged_en.eq(wen | Mux(app_len != 0, nib_mask, 0))
         end = Signal(range(AW + 32 * T + 1))
         m.d.comb += end.eq(bitpos + app_len)
+        # end >= AW and end > AW as bit tests (AW is a power of two): no comparator
+        # carry chain behind the adder
+        lg_aw = exact_log2(AW)
+        end_fills, end_spills = Signal(), Signal()
+        m.d.comb += [end_fills.eq(end[lg_aw:].any()),
+                     end_spills.eq(end[lg_aw + 1:].any() | (end[lg_aw] & end[:lg_aw].any()))]
         flush = Signal()
         m.d.comb += flush.eq(take & last_sub & pixel_end)
         write_now = Signal()
-        m.d.comb += write_now.eq(take & ((end >= AW) | flush))
+        m.d.comb += write_now.eq(take & (end_fills | flush))
         pixel_advance = Signal()
 
         with m.If(run_start):
-            load_ch_base(pass_ch, rem_pass)
+            load_ch_base(pass_ch, n_pass)
             m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0),
                          bitpos.eq(pass_bits & (AW - 1)),
                          waddr.eq(d.out_base + (pass_bits >> exact_log2(AW))),
@@ -837,20 +853,22 @@ class Cluster(wiring.Component):
             m.d.sync += tail_pending.eq(0)
             m.d.comb += pixel_advance.eq(1)
         with m.Elif(take):
+            # raw: app_len stays 32 while sub < n_valid - 1; a step's last sub is
+            # followed by a load_ch_base (here or at the pixel advance)
             with m.If(~last_sub):
                 m.d.sync += sub.eq(sub + 1)
             with m.Else():
                 m.d.sync += sub.eq(0)
             with m.If(flush):
-                with m.If(end > AW):
+                with m.If(end_spills):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
                                  waddr.eq(waddr + 1), tail_pending.eq(1)]
                 with m.Else():
                     m.d.comb += pixel_advance.eq(1)
             with m.Else():
                 with m.If(last_sub):
-                    load_ch_base(ch_base + T, remaining - T)
-                with m.If(end >= AW):
+                    load_ch_base(ch_base + T, n_step)
+                with m.If(end_fills):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
                                  bitpos.eq(end - AW), waddr.eq(waddr + 1)]
                 with m.Else():
@@ -863,7 +881,7 @@ class Cluster(wiring.Component):
                 bitpos.eq(pass_bit & (AW - 1)),
                 waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
             ]
-            load_ch_base(pass_ch, rem_pass)
+            load_ch_base(pass_ch, n_pass)
         m.d.comb += run_done.eq(pixel_advance & (pix_count == dp["pix_last"]))
         pack_wr_data = Signal(AW)
         pack_wr_en = Signal(AW // 4)
