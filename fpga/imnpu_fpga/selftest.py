@@ -236,6 +236,10 @@ class SelfTest(wiring.Component):
         words = prog.out_words
         idx = Signal(range(words + 1))
         mismatches = self.mismatches
+        differs = Signal()              # the word compared last cycle differed
+        m.d.sync += differs.eq(0)
+        with m.If(differs):
+            m.d.sync += mismatches.eq(mismatches + 1)
         m.d.comb += [s.s_axil_awprot.eq(0), s.s_axil_arprot.eq(0), s.s_axil_wstrb.eq(0xF)]
 
         def lite_write(addr, data, next_state):
@@ -290,19 +294,21 @@ class SelfTest(wiring.Component):
             with m.State("CLEAR"):
                 lite_write(_reg("IRQ_STATUS"), 1, lambda: setattr(m, "next", "CHECK"))
             with m.State("CHECK"):
-                # RAM word out_dst + idx is read this cycle, compared the next
+                # RAM word out_dst + idx is read this cycle, compared the next, counted
+                # the one after (the block RAM's output is slow: the comparison ends
+                # in a register)
                 m.d.comb += [ram.peek_en.eq(1), ram.peek_addr.eq(prog.out_dst + idx)]
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx == words - 1):
                     m.next = "COMPARE_LAST"
                 with m.If(idx != 0):
                     m.d.comb += erom_rd.addr.eq(idx - 1)
-                    with m.If(ram.peek_data != erom_rd.data):
-                        m.d.sync += mismatches.eq(mismatches + 1)
+                    m.d.sync += differs.eq(ram.peek_data != erom_rd.data)
             with m.State("COMPARE_LAST"):
                 m.d.comb += erom_rd.addr.eq(words - 1)
-                with m.If(ram.peek_data != erom_rd.data):
-                    m.d.sync += mismatches.eq(mismatches + 1)
+                m.d.sync += differs.eq(ram.peek_data != erom_rd.data)
+                m.next = "TALLY"
+            with m.State("TALLY"):
                 m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)

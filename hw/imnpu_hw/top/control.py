@@ -2,8 +2,10 @@
 
 One access at a time: a write is taken when both ``AW`` and ``W`` are valid,
 a read when ``AR`` is; when both wait, reads and writes take turns. Register
-accesses answer two cycles after acceptance, window accesses (activation memory,
-tile arrays) a cycle later, through the cluster's own host ports.
+accesses answer two cycles after acceptance; window accesses (activation memory,
+tile arrays) go through the cluster's own host ports and are answered when
+``win_resp`` says so (three cycles after the request in :class:`IMNPU`, which
+registers the request and the response).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal

@@ -18,6 +18,7 @@ from ..config import IMNPUConfig
 from ..interconnect.arbiter import AXI4Arbiter
 from ..interconnect.axi import AXI4LiteSignature, AXI4Signature, connect_flat, flat_members
 from ..interconnect.dma import ClusterDMA
+from ..interconnect.register_slice import AXI4ReadSlice
 from .control import ControlSlave
 
 __all__ = ["IMNPU"]
@@ -99,11 +100,23 @@ class IMNPU(wiring.Component):
         connect_flat(m, self, "m_axi", arbiter.down)
         m.d.comb += self.irq.eq(control.irq)
 
-        win = control.win
-        m.d.comb += win.ready.eq(1)
-        win_cluster = Signal.like(win.payload.cluster)
+        # The window request and its response each pass a register: the clusters'
+        # memories are far from the control slave (which waits for the response).
+        m.d.comb += control.win.ready.eq(1)
+        win_valid = Signal()
+        win = Signal.like(control.win.payload)
+        m.d.sync += [win_valid.eq(control.win.valid), win.eq(control.win.payload)]
+        # the cycle after a request: the addressed cluster answers (only then: the
+        # activation port also answers the DMA's copies)
+        win_pending = Signal()
+        win_cluster = Signal.like(win.cluster)
         win_tile = Signal()
-        m.d.sync += [win_cluster.eq(win.payload.cluster), win_tile.eq(win.payload.tile)]
+        m.d.sync += [win_pending.eq(win_valid), win_cluster.eq(win.cluster), win_tile.eq(win.tile)]
+        resp_valid, resp_error = Signal(), Signal()
+        resp_data = Signal.like(control.win_resp.payload.data)
+        m.d.sync += [control.win_resp.valid.eq(resp_valid),
+                     control.win_resp.payload.error.eq(resp_error),
+                     control.win_resp.payload.data.eq(resp_data)]
 
         for c in range(cfg.C):
             cluster = self.new_cluster()
@@ -113,7 +126,10 @@ class IMNPU(wiring.Component):
             else:
                 m.submodules[f"cluster{c}"] = self._instance(cluster)
             m.submodules[f"dma{c}"] = dma
-            connect(m, dma.axi, arbiter.up[c])
+            # read data (system memory -> tile arrays) and RREADY through registers
+            m.submodules[f"rslice{c}"] = rslice = AXI4ReadSlice(id_width=dma.axi.signature.id_width)
+            connect(m, dma.axi, rslice.sub)
+            connect(m, rslice.mgr, arbiter.up[c])
             connect(m, cluster.mem_req, dma.mem_req)
             connect(m, dma.mem_resp, cluster.mem_resp)
             m.d.comb += [
@@ -138,37 +154,36 @@ class IMNPU(wiring.Component):
 
             # the activation port: the DMA's copies while a job runs, the host's window
             # accesses otherwise (refused by the cluster while it computes)
-            host_act = win.valid & (win.payload.cluster == c) & ~win.payload.tile
+            host_act = win_valid & (win.cluster == c) & ~win.tile
             with m.If(dma.busy):
                 m.d.comb += [cluster.act.valid.eq(dma.act.valid),
                              cluster.act.payload.eq(dma.act.payload)]
             with m.Else():
                 m.d.comb += [cluster.act.valid.eq(host_act),
-                             cluster.act.payload.addr.eq(win.payload.addr),
-                             cluster.act.payload.write.eq(win.payload.write),
-                             cluster.act.payload.data.eq(win.payload.data)]
+                             cluster.act.payload.addr.eq(win.addr),
+                             cluster.act.payload.write.eq(win.write),
+                             cluster.act.payload.data.eq(win.data)]
             m.d.comb += [dma.act.ready.eq(cluster.act.ready),
                          dma.act_resp.valid.eq(cluster.act_resp.valid & dma.busy),
                          dma.act_resp.payload.eq(cluster.act_resp.payload)]
-            host_tile = win.valid & (win.payload.cluster == c) & win.payload.tile
+            host_tile = win_valid & (win.cluster == c) & win.tile
             m.d.comb += [cluster.tile_bus.valid.eq(host_tile & ~dma.busy),
-                         cluster.tile_bus.payload.addr.eq(win.payload.addr),
-                         cluster.tile_bus.payload.write.eq(win.payload.write),
-                         cluster.tile_bus.payload.data.eq(win.payload.data)]
+                         cluster.tile_bus.payload.addr.eq(win.addr),
+                         cluster.tile_bus.payload.write.eq(win.write),
+                         cluster.tile_bus.payload.data.eq(win.data)]
 
-            # window responses: a cycle after the request; refused while the job runs
+            # the cluster answers a cycle after the request; refused while the job runs
             refused = Signal(name=f"refused{c}")
-            m.d.sync += refused.eq(win.valid & (win.payload.cluster == c) & dma.busy)
-            with m.If(win_cluster == c):
+            m.d.sync += refused.eq(win_valid & (win.cluster == c) & dma.busy)
+            with m.If(win_pending & (win_cluster == c)):
                 with m.If(refused):
-                    m.d.comb += [control.win_resp.valid.eq(1),
-                                 control.win_resp.payload.error.eq(1)]
+                    m.d.comb += [resp_valid.eq(1), resp_error.eq(1)]
                 with m.Elif(win_tile):
-                    m.d.comb += [control.win_resp.valid.eq(cluster.tile_bus_resp.valid),
-                                 control.win_resp.payload.data.eq(cluster.tile_bus_resp.payload.data),
-                                 control.win_resp.payload.error.eq(cluster.tile_bus_resp.payload.error)]
+                    m.d.comb += [resp_valid.eq(cluster.tile_bus_resp.valid),
+                                 resp_data.eq(cluster.tile_bus_resp.payload.data),
+                                 resp_error.eq(cluster.tile_bus_resp.payload.error)]
                 with m.Else():
-                    m.d.comb += [control.win_resp.valid.eq(cluster.act_resp.valid),
-                                 control.win_resp.payload.data.eq(cluster.act_resp.payload.data),
-                                 control.win_resp.payload.error.eq(cluster.act_resp.payload.error)]
+                    m.d.comb += [resp_valid.eq(cluster.act_resp.valid),
+                                 resp_data.eq(cluster.act_resp.payload.data),
+                                 resp_error.eq(cluster.act_resp.payload.error)]
         return m
