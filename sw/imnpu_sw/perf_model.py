@@ -25,7 +25,7 @@ __all__ = ["predict_layer_cycles", "layer_breakdown", "LayerBreakdown", "chunk_w
 FETCH = 1 + 16 + 2          # FETCH_REQ, 16 descriptor words, DECODE, CHECKED
 LAYER_END = 1
 BUILDER_START = 7           # patch builder: first chunk START_LATENCY + cycles(0)
-OUTPUT_DEPTH = 4            # output stage pipeline depth (the cluster's output_depth)
+OUTPUT_DEPTH = 5            # output stage pipeline depth (the cluster's output_depth)
 MAXPOOL_OVERHEAD = 4
 BANKS = 3                   # accumulator banks
 

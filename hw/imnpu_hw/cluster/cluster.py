@@ -77,9 +77,10 @@ class Cluster(wiring.Component):
     tile_depth : int
         Tile pipeline depth.
     output_depth : int
-        Output stage pipeline depth (4: the 48-bit product, the rounding shift and
-        the rounding, clamp and lane code each in their own cycle; the
-        performance model ``imnpu_sw.perf_model`` assumes the default).
+        Output stage pipeline depth (5: the partial products, their 48-bit sum,
+        the rounding shift and the rounding, clamp and lane code each in their
+        own cycle; the performance model ``imnpu_sw.perf_model`` assumes the
+        default).
 
     Members
     -------
@@ -111,7 +112,7 @@ class Cluster(wiring.Component):
     """
 
     def __init__(self, *, tiles, rows, width, parallel=1, act_bytes, act_word=32,
-                 tile_depth=2, output_depth=4):
+                 tile_depth=2, output_depth=5):
         for name, value in (("tiles", tiles), ("rows", rows), ("width", width),
                             ("parallel", parallel), ("act_bytes", act_bytes),
                             ("act_word", act_word)):

@@ -17,13 +17,18 @@ The rounding shift is computed as ``x = (2 * p) >> shift`` and
 output runs ``t`` through the same datapath with ``mult = 1``, ``shift = 0``
 and no ReLU, so ``q == t``.
 
-The datapath is cut into up to five stages by pipeline registers::
+The 32 x 16 multiply is two 16 x 16 partial products (one DSP multiplier
+each on an FPGA), ``t[16:] * mult`` and ``t[:16] * mult``, summed as
+``(hi << 16) + lo``. The datapath is cut into up to six stages by pipeline
+registers::
 
-    acc + bias, saturate  |T|  t * mult  |P|  (2p) >> shift  |S|
-    round, ReLU  |Q|  clamp, sign, lane code  |out|
+    acc + bias, saturate  |T|  partial products  |M|  their sum  |P|
+    (2p) >> shift  |S|  round, ReLU  |Q|  clamp, sign, lane code  |out|
 
 ``pipeline_depth`` selects the cuts: 1 = out; 2 = P, out; 3 = T, P, out (the
-32 x 16 multiply alone in its stage); 4 = T, P, S, out; 5 = all.
+32 x 16 multiply alone in its stage); 4 = T, P, S, out; 5 = T, M, P, S, out
+(the multipliers alone in their stage: on an FPGA their inputs and outputs
+travel far); 6 = all.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -39,7 +44,7 @@ __all__ = [
 ]
 
 SHIFT_MAX = 47
-MAX_PIPELINE_DEPTH = 5
+MAX_PIPELINE_DEPTH = 6
 
 # Register cuts for each pipeline depth (the output register is always there).
 _CUTS = {
@@ -47,7 +52,8 @@ _CUTS = {
     2: ("P",),
     3: ("T", "P"),
     4: ("T", "P", "S"),
-    5: ("T", "P", "S", "Q"),
+    5: ("T", "M", "P", "S"),
+    6: ("T", "M", "P", "S", "Q"),
 }
 
 
@@ -114,8 +120,9 @@ class OutputStage(wiring.Component):
         Width of the ``tag`` field passed through with each result (channel,
         pixel index, ...), at least 1.
     pipeline_depth : int
-        Register stages, 1 .. :data:`MAX_PIPELINE_DEPTH` (5); the latency in
-        cycles. From 3 on the 32 x 16 multiply has a stage of its own; at 2 the
+        Register stages, 1 .. :data:`MAX_PIPELINE_DEPTH` (6); the latency in
+        cycles. From 3 on the 32 x 16 multiply has a stage of its own (from 5
+        on the partial products have one, and their sum another); at 2 the
         product is registered and the bias addition shares its stage.
 
     Members
@@ -206,9 +213,16 @@ class OutputStage(wiring.Component):
                   mult=Mux(raw, 1, inp.mult).as_signed(),
                   shift=Mux(raw, 0, inp.shift), relu=inp.relu & ~raw, **ctl)
 
-        # -- p = t * mult, exact 48 bits -----------------------------------
+        # -- p = t * mult, exact 48 bits, from two 16 x 16 partial products --
+        pp_hi = Signal(signed(32))      # t[16:] (signed) * mult
+        pp_lo = Signal(signed(33))      # t[:16] (unsigned) * mult
+        m.d.comb += [pp_hi.eq(s["t"][16:].as_signed() * s["mult"]),
+                     pp_lo.eq(s["t"][:16] * s["mult"])]
+        ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
+        s = stage("M", hi=pp_hi, lo=pp_lo, shift=s["shift"], relu=s["relu"],
+                  saturated=s["saturated"], **ctl)
         product = Signal(signed(48))
-        m.d.comb += product.eq(s["t"] * s["mult"])
+        m.d.comb += product.eq((s["hi"] << 16) + s["lo"])
         ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
         s = stage("P", p=product, shift=s["shift"], relu=s["relu"],
                   saturated=s["saturated"], **ctl)
