@@ -20,12 +20,7 @@ Synthesis choices (the same for every block):
   products) are turned into logic before ``synth_*`` (``booth``, then
   ``techmap`` for the smallest): the adder trees and lane products belong in
   LUTs and carry chains, and there are far more of them than DSP blocks; wider
-  ones (the output stage's 16 x 16 partial products) still go to DSPs;
-* on ECP5 a multiplier with one operand of at most 6 bits (a stride, an output
-  width, a 1-bit flag) is logic as well: the DSP columns are far from the
-  logic that uses them (the placer estimates 6 to 8 ns of routing into a DSP
-  and as much out of it in the ``fpga`` self-test), and such a product is a
-  few adders of shifted copies;
+  ones (the output stage's two 16 x 16 partial products) still go to DSPs;
 * the block under test keeps its hierarchy (``keep_hierarchy``) so that
   ``stat`` reports it apart from the wrapper.
 
@@ -287,14 +282,6 @@ def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9
         "techmap @softmul",
         "select -clear",
     ]
-    if board.family == "ecp5":
-        lines += [
-            "# one operand <= 6 bits -> logic: the DSP columns are far away",
-            f"select -set narrowmul t:$mul r:A_WIDTH<{SOFT_MUL_MAX + 1} %i "
-            f"t:$mul r:B_WIDTH<{SOFT_MUL_MAX + 1} %i %u",
-            "booth @narrowmul",
-            "select -clear",
-        ]
     if board.family == "ecp5":
         if abc9:
             if core_mhz:
