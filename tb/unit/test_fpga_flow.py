@@ -146,82 +146,44 @@ def test_nextpnr_runs_with_the_timing_effort(monkeypatch, tmp_path, board_name, 
     assert ("--sdf" in cmd) != route               # placement only: the delay estimates
 
 
-_SDF = r"""(DELAYFILE
-  (SDFVERSION "3.0")
-  (TIMESCALE 1ps)
-  (CELL
-    (CELLTYPE "top")
-    (INSTANCE )
-    (DELAY
-      (ABSOLUTE
-        (INTERCONNECT a_TRELLIS_FF_Q/Q x_LUT4_Z/A (1000:1000:{a_x}) (1000:1000:{a_x}))
-        (INTERCONNECT x_LUT4_Z/F y_LUT4_Z/B (0:0:{x_y}) (0:0:{x_y}))
-        (INTERCONNECT y_LUT4_Z/F q_TRELLIS_FF_Q/DI (0:0:{y_q}) (0:0:{y_q}))
-        (INTERCONNECT a_TRELLIS_FF_Q/Q q_TRELLIS_FF_Q_1/CE (0:0:700) (0:0:700))
-        (INTERCONNECT ram.0.1/DOA0 y_LUT4_Z/A (0:0:300) (0:0:300))
-        (INTERCONNECT pin/O x_LUT4_Z/B (0:0:9000) (0:0:9000))
-      )
-    )
-  )
-  (CELL
-    (CELLTYPE "TRELLIS_FF")
-    (INSTANCE a_TRELLIS_FF_Q)
-    (DELAY
-      (ABSOLUTE
-        (IOPATH CLK Q (400:450:500) (400:450:500))
-      )
-    )
-  )
-  (CELL
-    (CELLTYPE "TRELLIS_COMB")
-    (INSTANCE x_LUT4_Z)
-    (DELAY
-      (ABSOLUTE
-        (IOPATH A F (200:220:240) (200:220:240))
-        (IOPATH B F (200:220:240) (200:220:240))
-      )
-    )
-  )
-  (CELL
-    (CELLTYPE "TRELLIS_COMB")
-    (INSTANCE y_LUT4_Z)
-    (DELAY
-      (ABSOLUTE
-        (IOPATH A F (200:220:240) (200:220:240))
-        (IOPATH B F (200:220:240) (200:220:240))
-      )
-    )
-  )
-  (CELL
-    (CELLTYPE "DP16KD")
-    (INSTANCE ram.0.1)
-    (DELAY
-      (ABSOLUTE
-        (IOPATH CLKA DOA0 (5000:5500:6000) (5000:5500:6000))
-      )
-    )
-  )
-  (CELL
-    (CELLTYPE "TRELLIS_FF")
-    (INSTANCE q_TRELLIS_FF_Q)
-    (DELAY
-      (ABSOLUTE
-        (IOPATH CLK Q (400:450:500) (400:450:500))
-      )
-    )
-    (TIMINGCHECK
-      (SETUPHOLD (posedge DI) (posedge CLK) (100:100:{setup}) (300:300:300))
-    )
-  )
-  (CELL
-    (CELLTYPE "TRELLIS_FF")
-    (INSTANCE q_TRELLIS_FF_Q_1)
-    (TIMINGCHECK
-      (SETUPHOLD (posedge CE) (posedge CLK) (50:50:60) (150:150:150))
-    )
-  )
-)
-"""
+def _sdf_cell(ctype, inst, iopaths=(), setups=()):
+    """One SDF cell as nextpnr writes it: ``iopaths`` (src, dst, triple), ``setups``
+    (pin, setup triple, hold triple)."""
+    lines = ["  (CELL", f'    (CELLTYPE "{ctype}")', f"    (INSTANCE {inst})"]
+    if iopaths:
+        lines += ["    (DELAY", "      (ABSOLUTE"]
+        lines += [f"        (IOPATH {a} {b} {d} {d})" for a, b, d in iopaths]
+        lines += ["      )", "    )"]
+    if setups:
+        lines += ["    (TIMINGCHECK"]
+        lines += [f"      (SETUPHOLD (posedge {pin}) (posedge CLK) {su} {h})"
+                  for pin, su, h in setups]
+        lines += ["    )"]
+    return "\n".join(lines + ["  )"])
+
+
+_FF = ("CLK", "Q", "(400:450:500)")
+_LUT = [("A", "F", "(200:220:240)"), ("B", "F", "(200:220:240)")]
+# routing: a -> x (a_x), x -> y (x_y), y -> q.DI (y_q); ram -> y; a -> q_1.CE; an
+# input pin (no clock-to-out: not a start point) -> x
+_SDF = "\n".join([
+    "(DELAYFILE", '  (SDFVERSION "3.0")', "  (TIMESCALE 1ps)",
+    "  (CELL", '    (CELLTYPE "top")', "    (INSTANCE )", "    (DELAY", "      (ABSOLUTE",
+    "        (INTERCONNECT a_TRELLIS_FF_Q/Q x_LUT4_Z/A (1000:1000:{a_x}) (1000:1000:{a_x}))",
+    "        (INTERCONNECT x_LUT4_Z/F y_LUT4_Z/B (0:0:{x_y}) (0:0:{x_y}))",
+    "        (INTERCONNECT y_LUT4_Z/F q_TRELLIS_FF_Q/DI (0:0:{y_q}) (0:0:{y_q}))",
+    "        (INTERCONNECT a_TRELLIS_FF_Q/Q q_TRELLIS_FF_Q_1/CE (0:0:700) (0:0:700))",
+    "        (INTERCONNECT ram.0.1/DOA0 y_LUT4_Z/A (0:0:300) (0:0:300))",
+    "        (INTERCONNECT pin/O x_LUT4_Z/B (0:0:9000) (0:0:9000))",
+    "      )", "    )", "  )",
+    _sdf_cell("TRELLIS_FF", "a_TRELLIS_FF_Q", [_FF]),
+    _sdf_cell("TRELLIS_COMB", "x_LUT4_Z", _LUT),
+    _sdf_cell("TRELLIS_COMB", "y_LUT4_Z", _LUT),
+    _sdf_cell("DP16KD", "ram.0.1", [("CLKA", "DOA0", "(5000:5500:6000)")]),
+    _sdf_cell("TRELLIS_FF", "q_TRELLIS_FF_Q", [_FF],
+              [("DI", "(100:100:{setup})", "(300:300:300)")]),
+    _sdf_cell("TRELLIS_FF", "q_TRELLIS_FF_Q_1", [], [("CE", "(50:50:60)", "(150:150:150)")]),
+    ")", ""])
 
 
 def _sdf(tmp_path, **delays):
