@@ -573,8 +573,13 @@ class Cluster(wiring.Component):
                 m.next = "IDLE"
 
         # -- patch builder ------------------------------------------------------------
-        bl = builder.layer
-        m.d.comb += [
+        # The builder's and the max-pool unit's layer fields are registered copies of
+        # the descriptor's: it is final before DECODE and their starts come later
+        # (RUN_START, CHECKED), so the copies are valid and their set-up logic starts
+        # at registers placed near it, not at the descriptor slot.
+        bl = Signal(builder.layer.shape())
+        m.d.comb += builder.layer.eq(bl)
+        m.d.sync += [
             bl.in_base.eq(d.in_base), bl.in_h.eq(d.in_h), bl.in_w.eq(d.in_w), bl.cin.eq(d.cin),
             bl.in_pixel_words.eq(d.in_pixel_words),
             bl.in_lane.eq(storage_lane(d.x_type.bits)),
@@ -583,8 +588,8 @@ class Cluster(wiring.Component):
             bl.pad_h.eq(d.pad_h), bl.pad_w.eq(d.pad_w), bl.out_h.eq(d.out_h), bl.out_w.eq(d.out_w),
             bl.positions_per_chunk.eq(d.ppc), bl.slices_per_position.eq(d.spp),
             bl.chunks.eq(d.nch), bl.passes.eq(1),
-            builder.start.eq(builder_start),
         ]
+        m.d.comb += builder.start.eq(builder_start)
 
         # -- compute engine -------------------------------------------------------------
         groups = Signal(16)                 # row groups per chunk: cpt / P
@@ -900,8 +905,9 @@ class Cluster(wiring.Component):
         in_pool = Signal()
         m.d.sync += in_pool.eq(Mux(pool_start, 1, Mux(pool.done, 0, in_pool)))
         m.d.comb += [pool.start.eq(pool_start), pool_done.eq(pool.done)]
-        pl = pool.layer
-        m.d.comb += [
+        pl = Signal(pool.layer.shape())     # a registered copy, as the builder's
+        m.d.comb += pool.layer.eq(pl)
+        m.d.sync += [
             pl.in_base.eq(d.in_base), pl.out_base.eq(d.out_base), pl.in_h.eq(d.in_h),
             pl.in_w.eq(d.in_w), pl.pixel_words.eq(d.in_pixel_words),
             pl.lane.eq(Mux(d.x_type.bits <= 1, LaneWidth.L1,
@@ -909,8 +915,8 @@ class Cluster(wiring.Component):
             pl.encoding.eq(d.x_type.encoding), pl.kh.eq(d.kh), pl.kw.eq(d.kw),
             pl.stride_h.eq(d.stride_h), pl.stride_w.eq(d.stride_w),
             pl.out_h.eq(d.out_h), pl.out_w.eq(d.out_w),
-            pool.rd_data.eq(act_rd.data), builder.rd_data.eq(act_rd.data),
         ]
+        m.d.comb += [pool.rd_data.eq(act_rd.data), builder.rd_data.eq(act_rd.data)]
         with m.If(in_pool | pool_start):
             m.d.comb += [act_rd.addr.eq(pool.rd_addr), act_rd.en.eq(pool.rd_en),
                          act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
