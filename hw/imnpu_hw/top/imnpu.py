@@ -8,7 +8,7 @@ IRQ_STATUS bit is set and enabled. Clock and reset are the ``sync`` domain
 (``clk``, ``rst``; reset is synchronous and returns every block to idle).
 """
 
-from amaranth import ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal, Value
+from amaranth import Cat, ClockSignal, Elaboratable, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
@@ -22,6 +22,14 @@ from ..interconnect.register_slice import AXI4ReadSlice
 from .control import ControlSlave
 
 __all__ = ["IMNPU"]
+
+
+def _or_all(values):
+    values = list(values)
+    result = values[0]
+    for v in values[1:]:
+        result = result | v
+    return result
 
 #: activation memory word of the clusters (the system word)
 ACT_WORD = 32
@@ -100,7 +108,7 @@ class IMNPU(wiring.Component):
         connect_flat(m, self, "m_axi", arbiter.down)
         m.d.comb += self.irq.eq(control.irq)
 
-        # The window request and its response each pass a register: the clusters'
+        # The window request passes a register, the response two: the clusters'
         # memories are far from the control slave (which waits for the response).
         m.d.comb += control.win.ready.eq(1)
         win_valid = Signal()
@@ -112,11 +120,16 @@ class IMNPU(wiring.Component):
         win_cluster = Signal.like(win.cluster)
         win_tile = Signal()
         m.d.sync += [win_pending.eq(win_valid), win_cluster.eq(win.cluster), win_tile.eq(win.tile)]
-        resp_valid, resp_error = Signal(), Signal()
-        resp_data = Signal.like(control.win_resp.payload.data)
-        m.d.sync += [control.win_resp.valid.eq(resp_valid),
-                     control.win_resp.payload.error.eq(resp_error),
-                     control.win_resp.payload.data.eq(resp_data)]
+        # each cluster's answer is registered next to it, then the one that answered
+        # (at most one) is registered for the control slave
+        resp_valid = [Signal(name=f"win_resp_valid{c}") for c in range(cfg.C)]
+        resp_error = [Signal(name=f"win_resp_error{c}") for c in range(cfg.C)]
+        resp_data = [Signal.like(control.win_resp.payload.data, name=f"win_resp_data{c}")
+                     for c in range(cfg.C)]
+        m.d.sync += [control.win_resp.valid.eq(Cat(*resp_valid).any()),
+                     control.win_resp.payload.error.eq(Cat(*resp_error).any()),
+                     control.win_resp.payload.data.eq(
+                         _or_all(Mux(v, d, 0) for v, d in zip(resp_valid, resp_data)))]
 
         for c in range(cfg.C):
             cluster = self.new_cluster()
@@ -175,15 +188,16 @@ class IMNPU(wiring.Component):
             # the cluster answers a cycle after the request; refused while the job runs
             refused = Signal(name=f"refused{c}")
             m.d.sync += refused.eq(win_valid & (win.cluster == c) & dma.busy)
+            m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0)]
             with m.If(win_pending & (win_cluster == c)):
                 with m.If(refused):
-                    m.d.comb += [resp_valid.eq(1), resp_error.eq(1)]
+                    m.d.sync += [resp_valid[c].eq(1), resp_error[c].eq(1)]
                 with m.Elif(win_tile):
-                    m.d.comb += [resp_valid.eq(cluster.tile_bus_resp.valid),
-                                 resp_data.eq(cluster.tile_bus_resp.payload.data),
-                                 resp_error.eq(cluster.tile_bus_resp.payload.error)]
+                    m.d.sync += [resp_valid[c].eq(cluster.tile_bus_resp.valid),
+                                 resp_data[c].eq(cluster.tile_bus_resp.payload.data),
+                                 resp_error[c].eq(cluster.tile_bus_resp.payload.error)]
                 with m.Else():
-                    m.d.comb += [resp_valid.eq(cluster.act_resp.valid),
-                                 resp_data.eq(cluster.act_resp.payload.data),
-                                 resp_error.eq(cluster.act_resp.payload.error)]
+                    m.d.sync += [resp_valid[c].eq(cluster.act_resp.valid),
+                                 resp_data[c].eq(cluster.act_resp.payload.data),
+                                 resp_error[c].eq(cluster.act_resp.payload.error)]
         return m
