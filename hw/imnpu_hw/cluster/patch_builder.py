@@ -481,9 +481,9 @@ class PatchBuilder(wiring.Component):
             ]
             return r
 
-        # Constant raw row and column 1 and the views of row and column 0, all
-        # from SETUP2 (the first valid row and column of pixel 0 are input row
-        # and column 0).
+        # Constant raw row and column 1 (set in FIRST) and the views of row and
+        # column 0 (set in SETUP2; the first valid row and column of pixel 0 are
+        # input row and column 0).
         y_raw1, x_raw1 = Signal(y_raw, name="y_raw1"), Signal(x_raw, name="x_raw1")
         y_view0, x_view0 = Signal(y_view, name="y_view0"), Signal(x_view, name="x_view0")
         y_raw0_c = Signal(y_raw, name="y_raw0_c")
@@ -500,11 +500,15 @@ class PatchBuilder(wiring.Component):
         x_view0_c = view_x(x_raw0_c, "x_view0_c")
 
         def y_raw_const(r, k):
+            # its two products are free-running registers, written outside the
+            # state machine: row_step and kw_cin are set in SETUP1, so they hold
+            # the products from FIRST on, and no state decode sits in front of
+            # their multipliers (yosys would share one multiplier between states)
             iy = Signal(signed(ker_bits + 3), name=f"y_raw{k}_iy")  # k*stride_h - pad_h
             rows = Signal(A, name=f"y_raw{k}_rows")                 # iy * row_step
             kc = Signal(seg_bits, name=f"y_raw{k}_kc")
-            m.d.comb += [iy.eq(k * ly.stride_h - ly.pad_h), rows.eq(iy * row_step),
-                         kc.eq(-iy * kw_cin)]
+            m.d.comb += iy.eq(k * ly.stride_h - ly.pad_h)
+            m.d.sync += [rows.eq(iy * row_step), kc.eq(-iy * kw_cin)]
             return [
                 r.neg.eq(-iy), r.room.eq(ly.in_h - iy),
                 r.addr.eq(ly.in_base + rows), r.addr1.eq(ly.in_base + row_step + rows),
@@ -519,6 +523,8 @@ class PatchBuilder(wiring.Component):
                 r.neg.eq(-ix), r.room.eq(ly.in_w - ix),
                 r.addr.eq(neg_pad_x + k * x_step), r.kc.eq(pad_w_cin - k * sw_cin),
             ]
+
+        raw1_const = [*y_raw_const(y_raw1, 1), *x_raw_const(x_raw1, 1)]
 
         with m.If(state == _State.IDLE):
             with m.If(self.start & ~self.busy):
@@ -556,11 +562,11 @@ class PatchBuilder(wiring.Component):
                 cin_lf.eq(ly.cin - lanes_full),
                 kwcin_lf.eq(kw_cin - lanes_full),
                 y_view0.eq(y_view0_c), x_view0.eq(x_view0_c),
-                *y_raw_const(y_raw1, 1), *x_raw_const(x_raw1, 1),
                 state.eq(_State.FIRST),
             ]
         with m.Elif(state == _State.FIRST):
-            m.d.sync += state.eq(_State.RUN)
+            # raw row and column 1 are first read in the cycle after the first load
+            m.d.sync += [*raw1_const, state.eq(_State.RUN)]
 
         # -- walk state --------------------------------------------------------
         # The current position (ky, kx) and its products are kept in registers
