@@ -57,11 +57,11 @@ MemRequest = data.StructLayout({"addr": 32, "length": 16})
 MemResponse = data.StructLayout({"data": 32, "error": 1})
 
 
-
 def storage_lane(bits):
     """The :class:`LaneWidth` code an operand of ``bits`` (1..4) is stored in:
     1 -> L1, 2 -> L2, 3 or 4 -> L4."""
     return Mux(bits <= 1, LaneWidth.L1, Mux(bits == 2, LaneWidth.L2, LaneWidth.L4))
+
 
 class Cluster(wiring.Component):
     """A cluster of ``T`` DIMC tiles with its sequencer.
@@ -910,8 +910,7 @@ class Cluster(wiring.Component):
         m.d.sync += [
             pl.in_base.eq(d.in_base), pl.out_base.eq(d.out_base), pl.in_h.eq(d.in_h),
             pl.in_w.eq(d.in_w), pl.pixel_words.eq(d.in_pixel_words),
-            pl.lane.eq(Mux(d.x_type.bits <= 1, LaneWidth.L1,
-                           Mux(d.x_type.bits == 2, LaneWidth.L2, LaneWidth.L4))),
+            pl.lane.eq(storage_lane(d.x_type.bits)),
             pl.encoding.eq(d.x_type.encoding), pl.kh.eq(d.kh), pl.kw.eq(d.kw),
             pl.stride_h.eq(d.stride_h), pl.stride_w.eq(d.stride_w),
             pl.out_h.eq(d.out_h), pl.out_w.eq(d.out_w),

@@ -8,7 +8,10 @@ IRQ_STATUS bit is set and enabled. Clock and reset are the ``sync`` domain
 (``clk``, ``rst``; reset is synchronous and returns every block to idle).
 """
 
-from amaranth import Cat, ClockSignal, Elaboratable, Instance, Module, Mux, ResetSignal, Signal, Value
+from functools import reduce
+from operator import or_
+
+from amaranth import Cat, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
@@ -22,14 +25,6 @@ from ..interconnect.register_slice import AXI4ReadSlice
 from .control import ControlSlave
 
 __all__ = ["IMNPU"]
-
-
-def _or_all(values):
-    values = list(values)
-    result = values[0]
-    for v in values[1:]:
-        result = result | v
-    return result
 
 #: activation memory word of the clusters (the system word)
 ACT_WORD = 32
@@ -120,16 +115,15 @@ class IMNPU(wiring.Component):
         win_cluster = Signal.like(win.cluster)
         win_tile = Signal()
         m.d.sync += [win_pending.eq(win_valid), win_cluster.eq(win.cluster), win_tile.eq(win.tile)]
-        # each cluster's answer is registered next to it, then the one that answered
-        # (at most one) is registered for the control slave
+        # each cluster's answer is registered next to it (all zero unless it answers),
+        # then the one that answered (at most one) is registered for the control slave
         resp_valid = [Signal(name=f"win_resp_valid{c}") for c in range(cfg.C)]
         resp_error = [Signal(name=f"win_resp_error{c}") for c in range(cfg.C)]
         resp_data = [Signal.like(control.win_resp.payload.data, name=f"win_resp_data{c}")
                      for c in range(cfg.C)]
         m.d.sync += [control.win_resp.valid.eq(Cat(*resp_valid).any()),
                      control.win_resp.payload.error.eq(Cat(*resp_error).any()),
-                     control.win_resp.payload.data.eq(
-                         _or_all(Mux(v, d, 0) for v, d in zip(resp_valid, resp_data)))]
+                     control.win_resp.payload.data.eq(reduce(or_, resp_data))]
 
         for c in range(cfg.C):
             cluster = self.new_cluster()
@@ -188,7 +182,7 @@ class IMNPU(wiring.Component):
             # the cluster answers a cycle after the request; refused while the job runs
             refused = Signal(name=f"refused{c}")
             m.d.sync += refused.eq(win_valid & (win.cluster == c) & dma.busy)
-            m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0)]
+            m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0), resp_data[c].eq(0)]
             with m.If(win_pending & (win_cluster == c)):
                 with m.If(refused):
                     m.d.sync += [resp_valid[c].eq(1), resp_error[c].eq(1)]
