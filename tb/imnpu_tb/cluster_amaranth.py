@@ -46,8 +46,13 @@ def run_cluster(cluster, memory, input_base, input_words, output_base, output_wo
                 length = ctx.get(cluster.mem_req.payload.length)
                 pending.extend(range(addr, addr + length))
                 events.append((cycle, "req", addr, length))
+            b = cluster._builder
+            if ctx.get(b.chunk.valid):
+                # the builder stalls on hold, which must say what chunk.ready says
+                hold = b.hold.first if ctx.get(b.chunk.payload.first) else b.hold.other
+                assert ctx.get(hold) == (not ctx.get(b.chunk.ready)), \
+                    f"builder hold differs from ~chunk.ready in cycle {cycle}"
             if trace:
-                b = cluster._builder
                 if ctx.get(b.chunk.valid) and ctx.get(b.chunk.ready):
                     events.append((cycle, "chunk"))
             if ctx.get(cluster.layer_done):

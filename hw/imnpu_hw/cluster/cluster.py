@@ -174,30 +174,49 @@ class Cluster(wiring.Component):
         """The :class:`PatchBuilder` a cluster of these parameters has (the FPGA
         flow builds it alone, with its activation memory, as ``BLOCK=builder``)."""
         return PatchBuilder(width=width, word_width=act_word, depth=act_depth,
-                            max_dim=MAX_DIM, max_kernel=255, max_passes=1)
+                            max_dim=MAX_DIM, max_kernel=255, max_passes=1,
+                            registered_hold=True)
 
     # -- descriptor checks ----------------------------------------------------
 
     def _check(self, m, d):
         """Error code of descriptor ``d`` and some products, through free-running registers.
 
-        The sequencer fetches the descriptor word by word into its own slot; the
-        fields the checks read (words 0 .. 11: ``weights`` is the last one) are
-        final at least four response cycles before DECODE (words 12 .. 15 follow),
-        so the code returned here (registered products, then second products,
-        then comparisons, then the priority-encoded code) is valid in DECODE.
-        Every intermediate register has the exact shape of the expression it
-        holds, so the result is that of the combinational checks. Also returns
-        registered products the sequencer and packer use (valid one cycle after
-        DECODE and later, until the next fetch).
+        The sequencer fetches the descriptor word by word into its own slot. The
+        fields the checks read are final early: words 0 .. 10 at least five response
+        cycles before DECODE, ``weights`` (word 11) at least four (words 12 .. 15
+        follow). So the checks run as a five-stage pipeline, valid in DECODE:
+
+        1. operands: copies of the fields a product reads (placed next to its DSP),
+           ``x - 1`` terms, and the flags that need no product;
+        2. products of operands, nothing else (a DSP and a register);
+        3. sums and second products of stage 2, comparisons of stage 2;
+        4. comparisons of stage 3, region ends, the mapping verdict;
+        5. region checks and the priority-encoded code.
+
+        The result equals that of the combinational checks: every intermediate
+        register holds its expression exactly, except the region volumes, which
+        are clamped (a volume whose factor exceeds the activation memory is marked
+        too big instead, and overflows all the same). Also returns registered
+        products the sequencer and packer use (valid from DECODE until the next
+        fetch).
         """
         T, R, W, P, AW = self._T, self._R, self._W, self._P, self._act_word
+        depth = self._act_depth
 
         def reg(value, name):
             value = Value.cast(value)
             r = Signal(value.shape(), name=f"chk_{name}")
             m.d.sync += r.eq(value)
             return r
+
+        def delay(value, name, stages):
+            for stage in range(stages):
+                value = reg(value, f"{name}_d{stage + 1}")
+            return value
+
+        def times_t(value):
+            return value << exact_log2(T) if T & (T - 1) == 0 else value * T
 
         def legal_type(ty, allow_raw=False):
             bits, enc = ty.bits, ty.encoding
@@ -211,47 +230,47 @@ class Cluster(wiring.Component):
         def lane_bits(code):
             return Mux(code == 0, 1, Mux(code == 1, 2, 4))
 
-        # -- stage 1: the descriptor's own products ----------------------------------
-        conv = reg((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE), "conv")
+        conv_kind = (d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)
+
+        # -- stage 1: operands and flags (words 0 .. 10) -----------------------------
+        conv = reg(conv_kind, "conv")
         pool = reg(d.kind == LayerKind.MAXPOOL, "pool")
-        kpos = reg(d.kh * d.kw, "kpos")
+        kh, kw = reg(d.kh, "kh"), reg(d.kw, "kw")
+        in_h, in_w = reg(d.in_h, "in_h"), reg(d.in_w, "in_w")
+        out_h, out_w = reg(d.out_h, "out_h"), reg(d.out_w, "out_w")
+        out_h1, out_w1 = reg(d.out_h - 1, "out_h1"), reg(d.out_w - 1, "out_w1")
+        stride_h, stride_w = reg(d.stride_h, "stride_h"), reg(d.stride_w, "stride_w")
+        cin, cout, cpt = reg(d.cin, "cin"), reg(d.cout, "cout"), reg(d.cpt, "cpt")
+        ppc, nch, nch1 = reg(d.ppc, "ppc"), reg(d.nch, "nch"), reg(d.nch - 1, "nch1")
+        spp, spp1 = reg(d.spp, "spp"), reg(d.spp - 1, "spp1")
+        passes, passes1 = reg(d.passes, "passes"), reg(d.passes - 1, "passes1")
         nl = reg(Const(W, range(W + 1)) >> d.lane.as_value(), "nl")
-        s_in = lane_bits(storage_lane(d.x_type.bits))
+        s_in = reg(lane_bits(storage_lane(d.x_type.bits)), "s_in")
         raw = d.o_type.encoding == OutputKind.RAW32.value
-        b_out = Mux(raw, 32, lane_bits(storage_lane(d.o_type.bits)))
+        b_out = reg(Mux(raw, 32, lane_bits(storage_lane(d.o_type.bits))), "b_out")
         ph = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_h)
         pw = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_w)
         ext_h = reg(d.in_h + 2 * ph, "ext_h")
         ext_w = reg(d.in_w + 2 * pw, "ext_w")
-        in_area = reg(d.in_h * d.in_w, "in_area")
-        out_area = reg(d.out_h * d.out_w, "out_area")
-        cpp = reg(T * d.cpt, "cpp")
-        cpp_bout = reg(T * d.cpt * b_out, "cpp_bout")
-        shape_h1 = reg((d.out_h - 1) * d.stride_h + d.kh, "shape_h1")
-        shape_h2 = reg(d.out_h * d.stride_h + d.kh, "shape_h2")
-        shape_w1 = reg((d.out_w - 1) * d.stride_w + d.kw, "shape_w1")
-        shape_w2 = reg(d.out_w * d.stride_w + d.kw, "shape_w2")
-        ppc_cin = reg(d.ppc * d.cin, "ppc_cin")
-        nch1_ppc = reg((d.nch - 1) * d.ppc, "nch1_ppc")
-        nch_ppc = reg(d.nch * d.ppc, "nch_ppc")
-        nch_cpt = reg(d.nch * d.cpt, "nch_cpt")
-        in_bits = reg(d.in_pixel_words * AW, "in_bits")
-        cin_bits = reg(d.cin * s_in, "cin_bits")
-        out_bits = reg(d.out_pixel_words * AW, "out_bits")
-        cout_bits = reg(d.cout * b_out, "cout_bits")
+        # region volumes: a factor beyond the activation memory overflows it (the
+        # other factor is at least 1, or ZERO_DIM, which comes first, fails)
+        vol_bits = bits_for(depth)
+        in_pw, out_pw = reg(d.in_pixel_words[:vol_bits], "in_pw"), \
+            reg(d.out_pixel_words[:vol_bits], "out_pw")
+        in_pw_big = reg(d.in_pixel_words > depth, "in_pw_big")
+        out_pw_big = reg(d.out_pixel_words > depth, "out_pw_big")
 
         zero = reg((d.in_h == 0) | (d.in_w == 0) | (d.cin == 0) | (d.kh == 0) | (d.kw == 0) |
                    (d.stride_h == 0) | (d.stride_w == 0) | (d.out_h == 0) | (d.out_w == 0) |
                    (d.in_pixel_words == 0) | (d.out_pixel_words == 0) |
-                   (((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
+                   (conv_kind &
                     ((d.cout == 0) | (d.ppc == 0) | (d.spp == 0) | (d.nch == 0) |
                      (d.cpt == 0) | (d.passes == 0))), "zero")
         bad_type = reg(~legal_type(d.x_type) |
-                       (((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
-                        (~legal_type(d.w_type) | ~legal_type(d.o_type, allow_raw=True))),
+                       (conv_kind & (~legal_type(d.w_type) | ~legal_type(d.o_type, allow_raw=True))),
                        "bad_type")
         lane_code = d.lane.as_value()
-        bad_lane = reg(((d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)) &
+        bad_lane = reg(conv_kind &
                        ((lane_code == 3) |
                         (lane_code < storage_lane(d.x_type.bits)) |
                         (lane_code < storage_lane(d.w_type.bits)) |
@@ -264,60 +283,91 @@ class Cluster(wiring.Component):
         bad_kind_shape = reg(((d.kind == LayerKind.DENSE) & ~dense_ok) |
                              ((d.kind == LayerKind.MAXPOOL) & ((d.pad_h != 0) | (d.pad_w != 0))),
                              "bad_kind_shape")
-        spp1 = reg(d.spp == 1, "spp1")
+        spp_is1 = reg(d.spp == 1, "spp_is1")
         spp_gt1 = reg(d.spp > 1, "spp_gt1")
-        ppc1 = reg(d.ppc == 1, "ppc1")
-        passes1 = reg(d.passes == 1, "passes1")
+        ppc_is1 = reg(d.ppc == 1, "ppc_is1")
+        passes_is1 = reg(d.passes == 1, "passes_is1")
         rows_cpt_ok = reg((d.cpt % P) == 0 if P > 1 else Const(1), "cpt_ok")
-        resident_ok = reg((d.weights != RESIDENT_WEIGHTS) | (d.passes == 1), "resident_ok")
         pool_words = reg(d.out_pixel_words == d.in_pixel_words, "pool_words")
 
-        # -- stage 2: products of products, comparisons of stage 1 ------------------
-        in_vol = reg(in_area * d.in_pixel_words, "in_vol")
-        out_vol = reg(out_area * d.out_pixel_words, "out_vol")
-        kpos_spp = reg(kpos * d.spp, "kpos_spp")
-        spp1_nl = reg((d.spp - 1) * nl, "spp1_nl")
-        spp_nl = reg(d.spp * nl, "spp_nl")
-        passes1_cpp = reg((d.passes - 1) * cpp, "passes1_cpp")
-        passes_cpp = reg(d.passes * cpp, "passes_cpp")
-        too_large = reg((d.kh > ext_h) | (d.kw > ext_w), "too_large")
-        shape_ok = reg((shape_h1 <= ext_h) & (shape_h2 > ext_h) &
-                       (shape_w1 <= ext_w) & (shape_w2 > ext_w), "shape_ok")
-        one_slice_a = reg(spp1 & (d.cin <= nl) & (ppc_cin <= nl) &
-                          (nch1_ppc < kpos) & (kpos <= nch_ppc), "one_slice_a")
-        slices_a = reg(spp_gt1 & ppc1 & (d.cin > nl), "slices_a")
-        rows_ok = reg((nch_cpt <= R) & rows_cpt_ok, "rows_ok")
-        pass_words = reg(passes1 | ((cpp_bout & 3) == 0), "pass_words")
-        words_ok = reg((in_bits >= cin_bits) & Mux(pool, pool_words, out_bits >= cout_bits),
-                       "words_ok")
-        conv2, pool2 = reg(conv, "conv2"), reg(pool, "pool2")
-        zero2, bad_type2, bad_lane2 = reg(zero, "zero2"), reg(bad_type, "bad_type2"), \
-            reg(bad_lane, "bad_lane2")
-        too_big2, bad_kind_shape2 = reg(too_big, "too_big2"), reg(bad_kind_shape, "bks2")
-        resident_ok2 = reg(resident_ok, "resident_ok2")
+        # -- stage 2: products of operands ------------------------------------------
+        kpos = reg(kh * kw, "kpos")
+        in_area = reg(in_h * in_w, "in_area")
+        out_area = reg(out_h * out_w, "out_area")
+        cpp = reg(times_t(cpt), "cpp")
+        cpp_bout = reg(times_t(cpt) * b_out, "cpp_bout")
+        prod_h1, prod_h2 = reg(out_h1 * stride_h, "prod_h1"), reg(out_h * stride_h, "prod_h2")
+        prod_w1, prod_w2 = reg(out_w1 * stride_w, "prod_w1"), reg(out_w * stride_w, "prod_w2")
+        ppc_cin = reg(ppc * cin, "ppc_cin")
+        nch1_ppc = reg(nch1 * ppc, "nch1_ppc")
+        nch_ppc = reg(nch * ppc, "nch_ppc")
+        nch_cpt = reg(nch * cpt, "nch_cpt")
+        passes1_cpt = reg(passes1 * cpt, "passes1_cpt")
+        passes_cpt = reg(passes * cpt, "passes_cpt")
+        spp1_nl = reg(spp1 * nl, "spp1_nl")
+        spp_nl = reg(spp * nl, "spp_nl")
+        in_bits = reg(d.in_pixel_words * AW, "in_bits")
+        cin_bits = reg(cin * s_in, "cin_bits")
+        out_bits = reg(d.out_pixel_words * AW, "out_bits")
+        cout_bits = reg(cout * b_out, "cout_bits")
+        too_large = reg((kh > ext_h) | (kw > ext_w), "too_large")
+        cin_le_nl = reg(cin <= nl, "cin_le_nl")
+        slices_a = reg(spp_gt1 & ppc_is1 & (cin > nl), "slices_a")
+        kh2, kw2 = reg(kh, "kh2"), reg(kw, "kw2")
+        ext_h2, ext_w2 = reg(ext_h, "ext_h2"), reg(ext_w, "ext_w2")
+        cin2, spp2, nl2 = reg(cin, "cin2"), reg(spp, "spp2"), reg(nl, "nl2")
+        in_pw2, out_pw2 = reg(in_pw, "in_pw2"), reg(out_pw, "out_pw2")
 
-        # -- stage 3: region ends, the mapping ------------------------------------------
+        # -- stage 3: sums, second products, comparisons of stage 2 -----------------
+        shape_h1, shape_h2 = reg(prod_h1 + kh2, "shape_h1"), reg(prod_h2 + kh2, "shape_h2")
+        shape_w1, shape_w2 = reg(prod_w1 + kw2, "shape_w1"), reg(prod_w2 + kw2, "shape_w2")
+        in_vol = reg(in_area[:vol_bits] * in_pw2, "in_vol")
+        out_vol = reg(out_area[:vol_bits] * out_pw2, "out_vol")
+        in_big = reg(delay(in_pw_big, "in_pw_big", 1) | (in_area > depth), "in_big")
+        out_big = reg(delay(out_pw_big, "out_pw_big", 1) | (out_area > depth), "out_big")
+        kpos_spp = reg(kpos * spp2, "kpos_spp")
+        one_slice_a = reg(delay(spp_is1, "spp_is1", 1) & cin_le_nl & (ppc_cin <= nl2) &
+                          (nch1_ppc < kpos) & (kpos <= nch_ppc), "one_slice_a")
+        slices_b = reg((spp1_nl < cin2) & (cin2 <= spp_nl), "slices_b")
+        rows_ok = reg((nch_cpt <= R) & delay(rows_cpt_ok, "cpt_ok", 1), "rows_ok")
+        pass_words = reg(delay(passes_is1, "passes_is1", 1) | ((cpp_bout & 3) == 0), "pass_words")
+        words_ok = reg((in_bits >= cin_bits) &
+                       Mux(delay(pool, "pool", 1), delay(pool_words, "pool_words", 1),
+                           out_bits >= cout_bits), "words_ok")
+        passes1_cpp = reg(times_t(passes1_cpt), "passes1_cpp")
+        passes_cpp = reg(times_t(passes_cpt), "passes_cpp")
+        ext_h3, ext_w3 = delay(ext_h2, "ext_h2", 1), delay(ext_w2, "ext_w2", 1)
+
+        # -- stage 4: comparisons of stage 3, region ends, the mapping ---------------
+        shape_ok = reg((shape_h1 <= ext_h3) & (shape_h2 > ext_h3) &
+                       (shape_w1 <= ext_w3) & (shape_w2 > ext_w3), "shape_ok")
         in_end = reg(d.in_base + in_vol, "in_end")
         out_end = reg(d.out_base + out_vol, "out_end")
-        bad_shape = reg(~shape_ok | too_big2 | bad_kind_shape2, "bad_shape")
-        slices = slices_a & (spp1_nl < d.cin) & (d.cin <= spp_nl) & (d.nch == kpos_spp)
-        passes_ok = (passes1_cpp < d.cout) & (d.cout <= passes_cpp) & pass_words
-        bad_mapping = reg((conv2 & ~((one_slice_a | slices) & rows_ok & passes_ok & resident_ok2)) |
+        vol_big = reg(in_big | out_big, "vol_big")
+        slices = delay(slices_a, "slices_a", 1) & slices_b & \
+            (delay(nch, "nch", 2) == kpos_spp)
+        cout3 = delay(cout, "cout", 2)
+        passes_ok = (passes1_cpp < cout3) & (cout3 <= passes_cpp) & pass_words
+        # weights (word 11) is final at least four cycles before DECODE: read here
+        resident_ok = ((d.weights != RESIDENT_WEIGHTS) |
+                       delay(passes_is1, "passes_is1_r", 2))
+        bad_mapping = reg((delay(conv, "conv", 2) &
+                           ~((one_slice_a | slices) & rows_ok & passes_ok & resident_ok)) |
                           ~words_ok, "bad_mapping")
-        flags3 = [reg(v, n) for v, n in ((~conv2 & ~pool2, "bad_kind3"), (zero2, "zero3"),
-                                         (bad_type2, "bad_type3"), (bad_lane2, "bad_lane3"),
-                                         (too_large, "too_large3"))]
+        flags = [(delay(~conv & ~pool, "bad_kind", 3), ClusterError.BAD_KIND),
+                 (delay(zero, "zero", 3), ClusterError.ZERO_DIM),
+                 (delay(bad_type, "bad_type", 3), ClusterError.BAD_TYPE),
+                 (delay(bad_lane, "bad_lane", 3), ClusterError.BAD_LANE),
+                 (delay(too_large, "too_large", 2), ClusterError.KERNEL_TOO_LARGE)]
+        shape_flags = reg(delay(too_big, "too_big", 2) | delay(bad_kind_shape, "bks", 2),
+                          "shape_flags")
 
-        # -- stage 4: region checks, the first failing check names the error -------
-        overflow = (in_end > self._act_depth) | (out_end > self._act_depth)
+        # -- stage 5: region checks, the first failing check names the error -------
+        overflow = vol_big | (in_end > depth) | (out_end > depth)
         overlap = (d.in_base < out_end) & (d.out_base < in_end)
         checks = [
-            (flags3[0], ClusterError.BAD_KIND),
-            (flags3[1], ClusterError.ZERO_DIM),
-            (flags3[2], ClusterError.BAD_TYPE),
-            (flags3[3], ClusterError.BAD_LANE),
-            (flags3[4], ClusterError.KERNEL_TOO_LARGE),
-            (bad_shape, ClusterError.BAD_SHAPE),
+            *flags,
+            (~shape_ok | shape_flags, ClusterError.BAD_SHAPE),
             (bad_mapping, ClusterError.BAD_MAPPING),
             (overflow, ClusterError.ACT_OVERFLOW),
             (overlap, ClusterError.OVERLAP),
@@ -643,13 +693,19 @@ class Cluster(wiring.Component):
             m.d.sync += [cur_lanes.eq(chunk.payload.lanes), cur_first.eq(chunk.payload.first),
                          cur_last.eq(chunk.payload.last),
                          group_base.eq(Mux(chunk.payload.first, 0, group_base + groups))]
+        issuing_next = Signal()
+        cbank_next = Signal.like(cbank)
+        m.d.comb += [issuing_next.eq(issuing), cbank_next.eq(cbank)]
         with m.If(issue):
             with m.If(k_now == groups - 1):
-                m.d.sync += [issuing.eq(0), k.eq(0)]
+                m.d.comb += issuing_next.eq(0)
+                m.d.sync += k.eq(0)
             with m.Else():
-                m.d.sync += [issuing.eq(1), k.eq(k_now + 1)]
+                m.d.comb += issuing_next.eq(1)
+                m.d.sync += k.eq(k_now + 1)
             with m.If(last_cmd):
-                m.d.sync += cbank.eq(Mux(cbank == BANKS - 1, 0, cbank + 1))
+                m.d.comb += cbank_next.eq(Mux(cbank == BANKS - 1, 0, cbank + 1))
+        m.d.sync += [issuing.eq(issuing_next), cbank.eq(cbank_next)]
 
         # Delay line: what each command's results mean, aligned with the tiles' latency.
         # ``group`` is the command's row group k (rows k*P .. k*P+P-1) modulo the
@@ -740,7 +796,15 @@ class Cluster(wiring.Component):
         reserve = Signal(BANKS)
         with m.If(issue_first_k & chunk.payload.first):
             m.d.comb += reserve.bit_select(cbank, 1).eq(1)
-        m.d.sync += bank_busy.eq((bank_busy & ~clear_full) | reserve)
+        bank_busy_next = Signal(BANKS)
+        m.d.comb += bank_busy_next.eq((bank_busy & ~clear_full) | reserve)
+        m.d.sync += bank_busy.eq(bank_busy_next)
+        # The builder stalls on registers holding ~chunk.ready, set from the next-state
+        # values (no path from the compute and output engines into its stall, which
+        # holds every builder stage): a first chunk waits for its bank.
+        hold_first = Signal()
+        m.d.sync += hold_first.eq(issuing_next | bank_busy_next.bit_select(cbank_next, 1))
+        m.d.comb += [builder.hold.first.eq(hold_first), builder.hold.other.eq(issuing)]
 
         # -- packer -------------------------------------------------------------------------
         outs = [st.out for st in self._stages]

@@ -97,7 +97,8 @@ from amaranth.utils import bits_for, ceil_log2
 from ..macro.dimc_tile import LaneEncoding, LaneWidth
 from ..params import positive_int
 
-__all__ = ["PatchLayer", "PatchChunk", "PatchBuilder", "chunk_words", "START_LATENCY"]
+__all__ = ["PatchLayer", "PatchChunk", "ChunkHold", "PatchBuilder", "chunk_words",
+           "START_LATENCY"]
 
 
 #: With ``start`` high in cycle 0 and ``chunk.ready`` held high, chunk ``k`` of
@@ -147,6 +148,11 @@ def PatchChunk(width):
         "pixel_last": unsigned(1),       # chunk of the pass's last output pixel
         "pass_last": unsigned(1),        # chunk of the layer's last pass
     })
+
+
+#: ``hold`` of a :class:`PatchBuilder` with ``registered_hold``: the consumer will
+#: not take a pixel's first chunk (``first``) / any other chunk (``other``) this cycle
+ChunkHold = data.StructLayout({"first": 1, "other": 1})
 
 
 def chunk_words(*, width, word_width, in_h, in_w, cin, in_lane, lane, kh, kw,
@@ -241,10 +247,22 @@ class PatchBuilder(wiring.Component):
     rd_data : ``In(word_width)``
     chunk : ``Out(stream.Signature(PatchChunk(width)))``
         The chunks, in order; ``payload`` holds still while ``valid`` waits.
+    hold : ``In(ChunkHold)``, with ``registered_hold`` only
+        Whether ``chunk.ready`` is low this cycle for a pixel's first chunk
+        (``hold.first``) and for any other chunk (``hold.other``). The consumer
+        drives it from registers it sets a cycle ahead; the builder then stalls
+        on it instead of on ``chunk.ready``, so no path runs from the consumer's
+        logic into the builder's stall. It must equal ``~chunk.ready`` for the
+        presented chunk whenever ``chunk.valid`` is high.
+
+    Other parameters
+    ----------------
+    registered_hold : bool
+        Add the ``hold`` member (default: the builder stalls on ``chunk.ready``).
     """
 
     def __init__(self, *, width, word_width, depth, max_dim=4096, max_kernel=16,
-                 max_passes=256):
+                 max_passes=256, registered_hold=False):
         for name, value in (("width", width), ("word_width", word_width), ("depth", depth),
                             ("max_dim", max_dim), ("max_kernel", max_kernel),
                             ("max_passes", max_passes)):
@@ -261,7 +279,10 @@ class PatchBuilder(wiring.Component):
         self._max_kernel = max_kernel
         self._max_passes = max_passes
         self._addr_bits = max(1, ceil_log2(depth))
-        super().__init__({
+        if not isinstance(registered_hold, bool):
+            raise TypeError(f"registered_hold must be a bool, not {registered_hold!r}")
+        self._registered_hold = registered_hold
+        members = {
             "layer": In(PatchLayer(self._addr_bits, width, max_dim, max_kernel, max_passes)),
             "start": In(1),
             "busy": Out(1),
@@ -270,7 +291,10 @@ class PatchBuilder(wiring.Component):
             "rd_en": Out(1),
             "rd_data": In(word_width),
             "chunk": Out(stream.Signature(PatchChunk(width))),
-        })
+        }
+        if registered_hold:
+            members["hold"] = In(ChunkHold)
+        super().__init__(members)
 
     width = property(lambda self: self._width)
     word_width = property(lambda self: self._word_width)
@@ -280,6 +304,7 @@ class PatchBuilder(wiring.Component):
     max_kernel = property(lambda self: self._max_kernel)
     max_passes = property(lambda self: self._max_passes)
     start_latency = property(lambda self: START_LATENCY)
+    registered_hold = property(lambda self: self._registered_hold)
 
     # -- place pipeline ------------------------------------------------------
 
@@ -846,7 +871,11 @@ class PatchBuilder(wiring.Component):
 
         last_valid = Signal()
         last_close = Signal()
-        m.d.comb += stall.eq(last_valid & last_close & self.chunk.valid & ~self.chunk.ready)
+        if self._registered_hold:
+            held = Mux(self.chunk.payload.first, self.hold.first, self.hold.other)
+        else:
+            held = ~self.chunk.ready
+        m.d.comb += stall.eq(last_valid & last_close & self.chunk.valid & held)
         with m.If(~stall):
             m.d.sync += s1_valid.eq(issue)
         with m.If(issue):

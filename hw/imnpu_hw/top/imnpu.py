@@ -11,7 +11,7 @@ IRQ_STATUS bit is set and enabled. Clock and reset are the ``sync`` domain
 from functools import reduce
 from operator import or_
 
-from amaranth import Cat, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal, Value
+from amaranth import Cat, ClockSignal, Elaboratable, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
@@ -173,15 +173,20 @@ class IMNPU(wiring.Component):
             m.d.comb += [dma.act.ready.eq(cluster.act.ready),
                          dma.act_resp.valid.eq(cluster.act_resp.valid & dma.busy),
                          dma.act_resp.payload.eq(cluster.act_resp.payload)]
-            host_tile = win_valid & (win.cluster == c) & win.tile
-            m.d.comb += [cluster.tile_bus.valid.eq(host_tile & ~dma.busy),
+            # a tile access is decided with the request's register (on the DMA's busy
+            # of that cycle): the tile arrays' write enables start at a register
+            host_tile = Signal(name=f"win_tile{c}")
+            m.d.sync += host_tile.eq(control.win.valid & (control.win.payload.cluster == c) &
+                                     control.win.payload.tile & ~dma.busy)
+            m.d.comb += [cluster.tile_bus.valid.eq(host_tile),
                          cluster.tile_bus.payload.addr.eq(win.addr),
                          cluster.tile_bus.payload.write.eq(win.write),
                          cluster.tile_bus.payload.data.eq(win.data)]
 
             # the cluster answers a cycle after the request; refused while the job runs
             refused = Signal(name=f"refused{c}")
-            m.d.sync += refused.eq(win_valid & (win.cluster == c) & dma.busy)
+            m.d.sync += refused.eq(win_valid & (win.cluster == c) &
+                                   Mux(win.tile, ~host_tile, dma.busy))
             m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0), resp_data[c].eq(0)]
             with m.If(win_pending & (win_cluster == c)):
                 with m.If(refused):
