@@ -190,7 +190,7 @@ def test_random_layers(word_width, depth):
         assert len(job["reads"]) == out_n * f["kh"] * f["kw"], desc
         # the timing formula, stated independently of the helper
         n_reads = f["out_h"] * f["out_w"] * f["pixel_words"] * f["kh"] * f["kw"]
-        assert job["cycles"] == n_reads + 4, desc
+        assert job["cycles"] == n_reads + 5, desc
         assert job["cycles"] == maxpool_cycles(f["out_h"], f["out_w"], f["pixel_words"],
                                                f["kh"], f["kw"]), desc
 
@@ -239,9 +239,9 @@ def test_read_pattern_and_timing():
     assert [c for c, _ in reads] == list(range(3, n + 3))
     assert [a for _, a in reads] == expected_reads
     writes = [c for c, t in enumerate(trace) if t["wr_en"]]
-    assert writes == [3 + (i + 1) * kh * kw - 1 + 2 for i in range(out_h * out_w * pw)]
-    assert [c for c, t in enumerate(trace) if t["done"]] == [n + 4]
-    assert [c for c, t in enumerate(trace) if t["busy"]] == list(range(1, n + 5))
+    assert writes == [3 + (i + 1) * kh * kw - 1 + 3 for i in range(out_h * out_w * pw)]
+    assert [c for c, t in enumerate(trace) if t["done"]] == [n + 5]
+    assert [c for c, t in enumerate(trace) if t["busy"]] == list(range(1, n + 6))
     assert mem[150:150 + out_h * out_w * pw] == pack_tensor(
         ref.maxpool(x, (kh, kw), (sh, sw)), optype, 32)
 
@@ -291,7 +291,7 @@ def test_parameters():
                           out_h=7, out_w=7)
     assert len(dut.rd_addr) == len(dut.wr_addr) == 10
     assert len(dut.rd_data) == len(dut.wr_data) == 64
-    assert MaxPoolUnit.cycles(2, 3, 4, 2, 2) == 2 * 3 * 4 * 2 * 2 + 4
+    assert MaxPoolUnit.cycles(2, 3, 4, 2, 2) == 2 * 3 * 4 * 2 * 2 + 5
     with pytest.raises(ValueError, match="word_width"):
         MaxPoolUnit(word_width=30)
     with pytest.raises(ValueError, match="depth"):

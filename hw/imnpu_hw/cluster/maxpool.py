@@ -36,9 +36,10 @@ __all__ = ["MaxPoolLayer", "MaxPoolUnit", "maxpool_cycles",
 
 
 #: Cycles of a legal layer beyond its reads: two set-up cycles (operand
-#: products, then the legality check), the read-data cycle of the last read
-#: and the cycle that presents the last write (with ``done``).
-MAXPOOL_OVERHEAD_CYCLES = 4
+#: products, then the legality check), the read-data and the read-word register
+#: cycles of the last read and the cycle that presents the last write (with
+#: ``done``).
+MAXPOOL_OVERHEAD_CYCLES = 5
 
 #: Cycles from ``start`` to ``done`` of an illegal layer (``error`` set).
 MAXPOOL_ERROR_CYCLES = 3
@@ -47,7 +48,7 @@ MAXPOOL_ERROR_CYCLES = 3
 def maxpool_cycles(out_h, out_w, pixel_words, kh, kw):
     """Cycles from the ``start`` cycle to the ``done`` cycle of a legal layer.
 
-    ``out_h * out_w * pixel_words * kh * kw + 4``: one read a cycle, one output
+    ``out_h * out_w * pixel_words * kh * kw + 5``: one read a cycle, one output
     word written every ``kh * kw`` cycles, plus :data:`MAXPOOL_OVERHEAD_CYCLES`.
     If ``start`` is high in cycle 0, ``done`` is high in cycle ``maxpool_cycles``,
     ``busy`` in cycles 1 to ``maxpool_cycles``, and the next ``start`` is taken
@@ -100,10 +101,11 @@ class MaxPoolUnit(wiring.Component):
     ``N = out_h * out_w * pixel_words * kh * kw``: set-up in cycles 1 and 2,
     reads in cycles 3 .. ``N + 2`` (``rd_en`` high throughout), the write of
     the output word completed by the read of cycle ``t`` is presented in cycle
-    ``t + 2``, and ``done`` pulses in cycle ``N + 4`` together with the last
-    write. So a layer takes :func:`maxpool_cycles` ``= N + 4`` cycles from start
-    to done, ``busy`` is high in cycles 1 .. ``N + 4`` and a new ``start`` is
-    taken from cycle ``N + 5`` on. An illegal layer (see ``error``) makes no
+    ``t + 3`` (the read word passes a register first), and ``done`` pulses in
+    cycle ``N + 5`` together with the last write. So a layer takes
+    :func:`maxpool_cycles` ``= N + 5`` cycles from start to done, ``busy`` is
+    high in cycles 1 .. ``N + 5`` and a new ``start`` is taken from cycle
+    ``N + 6`` on. An illegal layer (see ``error``) makes no
     access and finishes with ``done`` and ``error`` in cycle 3.
 
     Parameters
@@ -315,20 +317,26 @@ class MaxPoolUnit(wiring.Component):
             d_first.eq((kx == 0) & (ky == 0)),
             d_last.eq(last_x & last_y),
         ]
+        # the read word first into a register next to the block RAM (whose
+        # clock-to-out leaves no time for the lane compare)
+        e_valid, e_first, e_last = Signal(), Signal(), Signal()
+        e_word = Signal(self._word_width)
+        m.d.sync += [e_valid.eq(d_valid), e_first.eq(d_first), e_last.eq(d_last),
+                     e_word.eq(self.rd_data)]
         acc = Signal(self._word_width)
         out_ptr = Signal(aw)
         best = Signal(self._word_width)
         merged = Signal(self._word_width)
         m.d.comb += [
-            best.eq(Mux(sel1, self._lane_max(acc, self.rd_data, 1, flip),
-                        Mux(sel2, self._lane_max(acc, self.rd_data, 2, flip),
-                            self._lane_max(acc, self.rd_data, 4, flip)))),
-            merged.eq(Mux(d_first, self.rd_data, best)),
+            best.eq(Mux(sel1, self._lane_max(acc, e_word, 1, flip),
+                        Mux(sel2, self._lane_max(acc, e_word, 2, flip),
+                            self._lane_max(acc, e_word, 4, flip)))),
+            merged.eq(Mux(e_first, e_word, best)),
         ]
-        m.d.sync += self.wr_en.eq(d_valid & d_last)
-        with m.If(d_valid):
+        m.d.sync += self.wr_en.eq(e_valid & e_last)
+        with m.If(e_valid):
             m.d.sync += acc.eq(merged)
-            with m.If(d_last):
+            with m.If(e_last):
                 m.d.sync += [
                     self.wr_data.eq(merged),
                     self.wr_addr.eq(out_ptr),
@@ -379,6 +387,9 @@ class MaxPoolUnit(wiring.Component):
                 with m.Else():
                     m.next = "DRAIN"
             with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "DRAIN_WORD"
+            with m.State("DRAIN_WORD"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "FINISH"
             with m.State("FINISH"):

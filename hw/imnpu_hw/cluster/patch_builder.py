@@ -47,9 +47,10 @@ datapath cannot run (see ``error``) are refused at ``start``.
 Datapath. An *issue* stage walks the layer and presents one activation memory
 read a cycle (the read port has one cycle of latency); for every word it sends
 down the pipeline the bit offset of the word's first needed element, the
-number of needed elements and their destination lane. Three register
-stages place it: *select* (the cycle the word arrives) shifts the word to its
-first needed element and masks the unneeded ones, *widen* widens the elements
+number of needed elements and their destination lane. The word arrives in
+a *capture* register (the cycle after the read data; the block RAM's
+clock-to-out leaves no time for logic), then three register stages place it:
+*select* shifts the word to its first needed element and masks the unneeded ones, *widen* widens the elements
 to ``L`` bits and shifts them by the low bits of the lane offset, and *place*
 shifts them by the high bits (together a logarithmic shifter of ``W`` bits)
 and ORs them into a ``W``-bit staging register; the last word of a chunk
@@ -104,7 +105,7 @@ __all__ = ["PatchLayer", "PatchChunk", "ChunkHold", "PatchBuilder", "chunk_words
 #: With ``start`` high in cycle 0 and ``chunk.ready`` held high, chunk ``k`` of
 #: the layer is valid (and taken) in cycle ``START_LATENCY + sum(cycles(0..k))``;
 #: the first activation read is issued in cycle 4.
-START_LATENCY = 7
+START_LATENCY = 8
 
 
 def PatchLayer(addr_width, width, max_dim, max_kernel, max_passes):
@@ -851,8 +852,8 @@ class PatchBuilder(wiring.Component):
                         m.d.sync += state.eq(_State.IDLE)
 
         # -- place pipeline ----------------------------------------------------
-        # Three stages after the issue stage, each a register stage that moves
-        # while not ``stall``: *select* (the cycle the read data arrives) shifts
+        # Four stages after the issue stage, each a register stage that moves
+        # while not ``stall``: *capture* (the read data), *select* shifts
         # the word to its first needed element and masks the unneeded ones;
         # *widen* widens the elements to L bits and shifts them by the low bits
         # of the lane offset; *place* shifts by the high bits and ORs the result
@@ -893,7 +894,20 @@ class PatchBuilder(wiring.Component):
                 s1_meta.pass_last.eq(last_pass),
             ]
 
-        # select: rd_data is the word read by the issue cycle before.
+        # capture: rd_data (the word read by the issue cycle before) into a register
+        # next to the block RAM, whose clock-to-out leaves no time for the shifter
+        c_valid, c_read, c_clear, c_close = Signal(), Signal(), Signal(), Signal()
+        c_bit, c_count, c_dest = Signal.like(wbit), Signal.like(count), Signal.like(dest)
+        c_meta = Signal(PatchChunk(W))
+        c_word = Signal(AW)
+        with m.If(~stall):
+            m.d.sync += [
+                c_valid.eq(s1_valid), c_read.eq(s1_read), c_clear.eq(s1_clear),
+                c_close.eq(s1_close), c_bit.eq(s1_bit), c_count.eq(s1_count),
+                c_dest.eq(s1_dest), c_meta.eq(s1_meta), c_word.eq(self.rd_data),
+            ]
+
+        # select
         s2_valid, s2_clear, s2_close = Signal(), Signal(), Signal()
         s2_meta = Signal(PatchChunk(W))
         s2_raw = Signal(AW)                    # the word from its first needed element
@@ -901,11 +915,11 @@ class PatchBuilder(wiring.Component):
         s2_amount = Signal(range(4 * W + 1))   # lane offset in bits, dest * L
         with m.If(~stall):
             m.d.sync += [
-                s2_valid.eq(s1_valid), s2_clear.eq(s1_clear), s2_close.eq(s1_close),
-                s2_meta.eq(s1_meta),
-                s2_raw.eq(Mux(s1_read, self.rd_data, 0) >> s1_bit),
-                s2_needed.eq(Cat(*(s1_count > k for k in range(AW)))),
-                s2_amount.eq(s1_dest << lg_lane),
+                s2_valid.eq(c_valid), s2_clear.eq(c_clear), s2_close.eq(c_close),
+                s2_meta.eq(c_meta),
+                s2_raw.eq(Mux(c_read, c_word, 0) >> c_bit),
+                s2_needed.eq(Cat(*(c_count > k for k in range(AW)))),
+                s2_amount.eq(c_dest << lg_lane),
             ]
 
         # widen
@@ -943,6 +957,6 @@ class PatchBuilder(wiring.Component):
             with m.Else():
                 m.d.sync += staging.eq(built)
 
-        m.d.comb += self.busy.eq((state != _State.IDLE) | s1_valid | s2_valid | s3_valid |
+        m.d.comb += self.busy.eq((state != _State.IDLE) | s1_valid | c_valid | s2_valid | s3_valid |
                                  self.chunk.valid)
         return m
