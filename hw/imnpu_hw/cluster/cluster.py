@@ -102,12 +102,14 @@ class Cluster(wiring.Component):
     mem_resp : ``In(stream.Signature(MemResponse))``
     act : ``In(stream.Signature(BusRequest))``, act_resp : response
         Host access to the activation memory (word address), as the tile's
-        memory-mode port; refused with ``error`` while busy.
+        memory-mode port (answered the cycle after the request); refused with
+        ``error`` while busy.
     tile_bus : ``In(stream.Signature(BusRequest))``, tile_bus_resp : response
         Host access to the tile arrays in memory mode: ``addr`` is
         ``tile << tile_addr_bits | tile.bus_address(row, word)`` (32-bit words);
-        refused with ``error`` while busy or for a tile ``>= T``. Weights
-        loaded this way are used by layers whose descriptor has
+        refused with ``error`` while busy or for a tile ``>= T``. Answered two
+        cycles after the request (it passes a register on its way to the tile).
+        Weights loaded this way are used by layers whose descriptor has
         ``weights = RESIDENT_WEIGHTS``.
     """
 
@@ -424,6 +426,15 @@ class Cluster(wiring.Component):
         weight_ptr = Signal(32)
         param_ptr = Signal(32)
 
+        # Memory-mode requests to the tiles (weight loads while busy, host accesses
+        # while idle) pass a register per tile: the tile arrays' block RAMs are
+        # spread out, so their address muxes and write enables start at registers.
+        tile_req_valid = [Signal(name=f"tile_req_valid{t}") for t in range(T)]
+        tile_req = [Signal(tiles.bus[t].payload.shape(), name=f"tile_req{t}") for t in range(T)]
+        for t, tile_bus in enumerate(tiles.bus):
+            m.d.comb += [tile_bus.valid.eq(tile_req_valid[t]), tile_bus.payload.eq(tile_req[t])]
+            m.d.sync += tile_req_valid[t].eq(0)
+
         # weight load position
         wl_word = Signal(range(words_per_row))
         wl_row = Signal(range(R + 1))
@@ -532,12 +543,12 @@ class Cluster(wiring.Component):
             with m.State("W_LOAD"):
                 m.d.comb += resp.ready.eq(1)
                 with m.If(resp.valid):
-                    for t, tile_bus in enumerate(tiles.bus):
-                        m.d.comb += [
-                            tile_bus.valid.eq((wl_tile == t) & ~resp.payload.error),
-                            tile_bus.payload.addr.eq(tiles.bus_address(wl_row, wl_word)),
-                            tile_bus.payload.write.eq(1),
-                            tile_bus.payload.data.eq(resp.payload.data),
+                    for t in range(T):
+                        m.d.sync += [
+                            tile_req_valid[t].eq((wl_tile == t) & ~resp.payload.error),
+                            tile_req[t].addr.eq(tiles.bus_address(wl_row, wl_word)),
+                            tile_req[t].write.eq(1),
+                            tile_req[t].data.eq(resp.payload.data),
                         ]
                     m.d.sync += words_left.eq(words_left - 1)
                     with m.If(wl_word == words_per_row - 1):
@@ -1005,17 +1016,22 @@ class Cluster(wiring.Component):
         tile_ok = Signal()
         m.d.comb += [tb.ready.eq(1), tile_ok.eq(seq_idle & (tile_sel < T))]
         with m.If(seq_idle):
-            for t, tile_bus in enumerate(tiles.bus):
-                m.d.comb += [
-                    tile_bus.valid.eq(tb.valid & tile_ok & (tile_sel == t)),
-                    tile_bus.payload.addr.eq(tb.payload.addr[:self._tile_addr_bits]),
-                    tile_bus.payload.write.eq(tb.payload.write),
-                    tile_bus.payload.data.eq(tb.payload.data),
+            for t in range(T):
+                m.d.sync += [
+                    tile_req_valid[t].eq(tb.valid & tile_ok & (tile_sel == t)),
+                    tile_req[t].addr.eq(tb.payload.addr[:self._tile_addr_bits]),
+                    tile_req[t].write.eq(tb.payload.write),
+                    tile_req[t].data.eq(tb.payload.data),
                 ]
+        # the tile answers the cycle after it takes the registered request
+        req_valid, req_refused = Signal(), Signal()
+        req_tile = Signal.like(tile_sel)
+        m.d.sync += [req_valid.eq(tb.valid), req_refused.eq(tb.valid & ~tile_ok),
+                     req_tile.eq(tile_sel)]
         resp_tile = Signal.like(tile_sel)
         refused = Signal()
-        m.d.sync += [self.tile_bus_resp.valid.eq(tb.valid), refused.eq(tb.valid & ~tile_ok),
-                     resp_tile.eq(tile_sel)]
+        m.d.sync += [self.tile_bus_resp.valid.eq(req_valid), refused.eq(req_refused),
+                     resp_tile.eq(req_tile)]
         with m.Switch(resp_tile):
             for t, tile_resp in enumerate(tiles.bus_resp):
                 with m.Case(t):

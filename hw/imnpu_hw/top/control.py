@@ -4,8 +4,9 @@ One access at a time: a write is taken when both ``AW`` and ``W`` are valid,
 a read when ``AR`` is; when both wait, reads and writes take turns. Register
 accesses answer two cycles after acceptance; window accesses (activation memory,
 tile arrays) go through the cluster's own host ports and are answered when
-``win_resp`` says so (four cycles after the request in :class:`IMNPU`, which
-registers the request once and the response twice).
+``win_resp`` says so (in :class:`IMNPU`, which registers the request once and
+the response twice: four cycles after the request for the activation memory,
+five for the tile arrays, whose requests pass one more register).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal

@@ -183,20 +183,23 @@ class IMNPU(wiring.Component):
                          cluster.tile_bus.payload.write.eq(win.write),
                          cluster.tile_bus.payload.data.eq(win.data)]
 
-            # the cluster answers a cycle after the request; refused while the job runs
+            # refused while the job runs
             refused = Signal(name=f"refused{c}")
             m.d.sync += refused.eq(win_valid & (win.cluster == c) &
                                    Mux(win.tile, ~host_tile, dma.busy))
             m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0), resp_data[c].eq(0)]
+            # (the activation memory a cycle after the request, the tile arrays two)
+            tile_wait = Signal(name=f"win_tile_wait{c}")
+            m.d.sync += tile_wait.eq(win_pending & (win_cluster == c) & win_tile & ~refused)
             with m.If(win_pending & (win_cluster == c)):
                 with m.If(refused):
                     m.d.sync += [resp_valid[c].eq(1), resp_error[c].eq(1)]
-                with m.Elif(win_tile):
-                    m.d.sync += [resp_valid[c].eq(cluster.tile_bus_resp.valid),
-                                 resp_data[c].eq(cluster.tile_bus_resp.payload.data),
-                                 resp_error[c].eq(cluster.tile_bus_resp.payload.error)]
-                with m.Else():
+                with m.Elif(~win_tile):
                     m.d.sync += [resp_valid[c].eq(cluster.act_resp.valid),
                                  resp_data[c].eq(cluster.act_resp.payload.data),
                                  resp_error[c].eq(cluster.act_resp.payload.error)]
+            with m.If(tile_wait):
+                m.d.sync += [resp_valid[c].eq(cluster.tile_bus_resp.valid),
+                             resp_data[c].eq(cluster.tile_bus_resp.payload.data),
+                             resp_error[c].eq(cluster.tile_bus_resp.payload.error)]
         return m
