@@ -10,7 +10,7 @@ descriptors and for descriptors with random and corner-value fields.
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Elaboratable, Module, Shape, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
@@ -43,11 +43,7 @@ class _Checks(Elaboratable):
 
 
 def _width(shape):
-    try:
-        return data.Layout.cast(shape).size
-    except TypeError:
-        from amaranth import Shape
-        return Shape.cast(shape).width
+    return Shape.cast(shape).width
 
 
 def _decode(words):
@@ -63,6 +59,9 @@ def _decode(words):
 
 
 def _encode(fields):
+    """Words of descriptor ``fields`` given as plain integers; unlike
+    :func:`imnpu_sw.compiler.encode_descriptor` it takes codes the enums do not
+    have (a kind 7, a lane code 3)."""
     bits = 0
     for name, field in data.Layout.cast(Descriptor):
         value = fields[name]
@@ -102,9 +101,9 @@ def _mutate(rng, fields, cfg, depth):
     return fields
 
 
-def _base_descriptors(rng, cfg, geo, count):
-    import imnpu_tb.cluster_tests as ct
-    ct.CONFIG = cfg
+def _base_descriptors(rng, geo, count):
+    """``count`` compiled single-layer descriptors (``random_layer`` draws for
+    ``imnpu_tb.cluster_tests.CONFIG``)."""
     out = []
     while len(out) < count:
         x_type = TYPES[len(out) % len(TYPES)]
@@ -120,8 +119,8 @@ def _base_descriptors(rng, cfg, geo, count):
 @pytest.mark.parametrize("name", ["tiny", "fpga", "seed"])
 def test_checks_match_reference(name, monkeypatch):
     import imnpu_tb.cluster_tests as ct
-    monkeypatch.setattr(ct, "CONFIG", ct.CONFIG)
     cfg = get_config(name)
+    monkeypatch.setattr(ct, "CONFIG", cfg)
     seed = SEED + sum(map(ord, name))
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
@@ -132,9 +131,9 @@ def test_checks_match_reference(name, monkeypatch):
     geometry = dict(tiles=cfg.T, rows=cfg.R, width=cfg.W, parallel=cfg.P, act_word=WORD,
                     act_depth=depth)
 
-    bases = _base_descriptors(rng, cfg, geo, 12)
+    bases = _base_descriptors(rng, geo, 12)
     while not any(b["passes"] > 1 for b in bases):
-        bases += _base_descriptors(rng, cfg, geo, 1)
+        bases += _base_descriptors(rng, geo, 1)
     cases = []
     for base in bases:
         assert descriptor_error(base, **geometry) == "NONE", "the compiler made a bad descriptor"
@@ -181,3 +180,9 @@ def test_checks_match_reference(name, monkeypatch):
     assert not mismatches, f"{len(mismatches)} differ, first: {mismatches[0]}"
     classes = {e.name for e in ClusterError} - {"MEM_ERROR"}
     assert set(seen) == classes, f"not every verdict was drawn: missing {classes - set(seen)}"
+
+
+def test_reference_constants_match_rtl():
+    """The reference keeps its own copies (it never imports the RTL)."""
+    import imnpu_hw.cluster.cluster as rtl
+    assert MAX_DIM == rtl.MAX_DIM and RESIDENT_WEIGHTS == rtl.RESIDENT_WEIGHTS

@@ -212,10 +212,13 @@ class Cluster(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
+        chains = {}     # one register chain per delayed value, shared by its users
+
         def delay(value, name, stages):
-            for stage in range(stages):
-                value = reg(value, f"{name}_d{stage + 1}")
-            return value
+            chain = chains.setdefault(id(value), [value])
+            while len(chain) <= stages:
+                chain.append(reg(chain[-1], f"{name}_d{len(chain)}"))
+            return chain[stages]
 
         def times_t(value):
             return value << exact_log2(T) if T & (T - 1) == 0 else value * T
@@ -315,10 +318,9 @@ class Cluster(wiring.Component):
         too_large = reg((kh > ext_h) | (kw > ext_w), "too_large")
         cin_le_nl = reg(cin <= nl, "cin_le_nl")
         slices_a = reg(spp_gt1 & ppc_is1 & (cin > nl), "slices_a")
-        kh2, kw2 = reg(kh, "kh2"), reg(kw, "kw2")
-        ext_h2, ext_w2 = reg(ext_h, "ext_h2"), reg(ext_w, "ext_w2")
-        cin2, spp2, nl2 = reg(cin, "cin2"), reg(spp, "spp2"), reg(nl, "nl2")
-        in_pw2, out_pw2 = reg(in_pw, "in_pw2"), reg(out_pw, "out_pw2")
+        kh2, kw2 = delay(kh, "kh", 1), delay(kw, "kw", 1)
+        cin2, spp2, nl2 = delay(cin, "cin", 1), delay(spp, "spp", 1), delay(nl, "nl", 1)
+        in_pw2, out_pw2 = delay(in_pw, "in_pw", 1), delay(out_pw, "out_pw", 1)
 
         # -- stage 3: sums, second products, comparisons of stage 2 -----------------
         shape_h1, shape_h2 = reg(prod_h1 + kh2, "shape_h1"), reg(prod_h2 + kh2, "shape_h2")
@@ -338,7 +340,7 @@ class Cluster(wiring.Component):
                            out_bits >= cout_bits), "words_ok")
         passes1_cpp = reg(times_t(passes1_cpt), "passes1_cpp")
         passes_cpp = reg(times_t(passes_cpt), "passes_cpp")
-        ext_h3, ext_w3 = delay(ext_h2, "ext_h2", 1), delay(ext_w2, "ext_w2", 1)
+        ext_h3, ext_w3 = delay(ext_h, "ext_h", 2), delay(ext_w, "ext_w", 2)
 
         # -- stage 4: comparisons of stage 3, region ends, the mapping ---------------
         shape_ok = reg((shape_h1 <= ext_h3) & (shape_h2 > ext_h3) &
@@ -352,7 +354,7 @@ class Cluster(wiring.Component):
         passes_ok = (passes1_cpp < cout3) & (cout3 <= passes_cpp) & pass_words
         # weights (word 11) is final at least four cycles before DECODE: read here
         resident_ok = ((d.weights != RESIDENT_WEIGHTS) |
-                       delay(passes_is1, "passes_is1_r", 2))
+                       delay(passes_is1, "passes_is1", 2))
         bad_mapping = reg((delay(conv, "conv", 2) &
                            ~((one_slice_a | slices) & rows_ok & passes_ok & resident_ok)) |
                           ~words_ok, "bad_mapping")

@@ -175,7 +175,7 @@ class IMNPU(wiring.Component):
                          dma.act_resp.payload.eq(cluster.act_resp.payload)]
             # a tile access is decided with the request's register (on the DMA's busy
             # of that cycle): the tile arrays' write enables start at a register
-            host_tile = Signal(name=f"win_tile{c}")
+            host_tile = Signal(name=f"host_tile{c}")
             m.d.sync += host_tile.eq(control.win.valid & (control.win.payload.cluster == c) &
                                      control.win.payload.tile & ~dma.busy)
             m.d.comb += [cluster.tile_bus.valid.eq(host_tile),
