@@ -24,9 +24,9 @@ __all__ = ["predict_layer_cycles", "layer_breakdown", "LayerBreakdown", "chunk_w
 
 FETCH = 1 + 16 + 2          # FETCH_REQ, 16 descriptor words, DECODE, CHECKED
 LAYER_END = 1
-BUILDER_START = 8           # patch builder: first chunk START_LATENCY + cycles(0)
-OUTPUT_DEPTH = 5            # output stage pipeline depth (the cluster's output_depth)
-MAXPOOL_OVERHEAD = 5
+BUILDER_START = 9           # patch builder: first chunk START_LATENCY + cycles(0)
+OUTPUT_DEPTH = 6            # output stage pipeline depth (the cluster's output_depth)
+MAXPOOL_OVERHEAD = 6
 BANKS = 3                   # accumulator banks
 
 

@@ -190,7 +190,7 @@ def test_random_layers(word_width, depth):
         assert len(job["reads"]) == out_n * f["kh"] * f["kw"], desc
         # the timing formula, stated independently of the helper
         n_reads = f["out_h"] * f["out_w"] * f["pixel_words"] * f["kh"] * f["kw"]
-        assert job["cycles"] == n_reads + 5, desc
+        assert job["cycles"] == n_reads + 6, desc
         assert job["cycles"] == maxpool_cycles(f["out_h"], f["out_w"], f["pixel_words"],
                                                f["kh"], f["kw"]), desc
 
@@ -236,18 +236,18 @@ def test_read_pattern_and_timing():
                       for oy in range(out_h) for ox in range(out_w) for w in range(pw)
                       for ky in range(kh) for kx in range(kw)]
     reads = [(c, t["rd_addr"]) for c, t in enumerate(trace) if t["rd_en"]]
-    assert [c for c, _ in reads] == list(range(3, n + 3))
+    assert [c for c, _ in reads] == list(range(4, n + 4))
     assert [a for _, a in reads] == expected_reads
     writes = [c for c, t in enumerate(trace) if t["wr_en"]]
-    assert writes == [3 + (i + 1) * kh * kw - 1 + 3 for i in range(out_h * out_w * pw)]
-    assert [c for c, t in enumerate(trace) if t["done"]] == [n + 5]
-    assert [c for c, t in enumerate(trace) if t["busy"]] == list(range(1, n + 6))
+    assert writes == [4 + (i + 1) * kh * kw - 1 + 3 for i in range(out_h * out_w * pw)]
+    assert [c for c, t in enumerate(trace) if t["done"]] == [n + 6]
+    assert [c for c, t in enumerate(trace) if t["busy"]] == list(range(1, n + 7))
     assert mem[150:150 + out_h * out_w * pw] == pack_tensor(
         ref.maxpool(x, (kh, kw), (sh, sw)), optype, 32)
 
 
 def test_illegal_layers():
-    """Illegal layers finish with error after 3 cycles and touch nothing."""
+    """Illegal layers finish with error after 4 cycles and touch nothing."""
     dut = MaxPoolUnit(word_width=32, depth=100, max_dim=16, max_kernel=4, max_stride=4)
     good = dict(in_base=0, out_base=50, in_h=4, in_w=4, pixel_words=2,
                 lane=LaneWidth.L2, encoding=LaneEncoding.SIGNED, kh=2, kw=2,
@@ -276,7 +276,7 @@ def test_illegal_layers():
         assert job["cycles"] == maxpool_cycles(2, 2, 2, 2, 2)
     for job, b in zip(jobs[1:-3], bad):
         assert job["error"], b
-        assert job["cycles"] == MAXPOOL_ERROR_CYCLES == 3, b
+        assert job["cycles"] == MAXPOOL_ERROR_CYCLES == 4, b
         assert job["reads"] == [] and job["writes"] == [], b
         assert job["mem"] == [7] * 100, b
 
@@ -291,7 +291,7 @@ def test_parameters():
                           out_h=7, out_w=7)
     assert len(dut.rd_addr) == len(dut.wr_addr) == 10
     assert len(dut.rd_data) == len(dut.wr_data) == 64
-    assert MaxPoolUnit.cycles(2, 3, 4, 2, 2) == 2 * 3 * 4 * 2 * 2 + 5
+    assert MaxPoolUnit.cycles(2, 3, 4, 2, 2) == 2 * 3 * 4 * 2 * 2 + 6
     with pytest.raises(ValueError, match="word_width"):
         MaxPoolUnit(word_width=30)
     with pytest.raises(ValueError, match="depth"):

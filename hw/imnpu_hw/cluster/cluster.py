@@ -77,10 +77,10 @@ class Cluster(wiring.Component):
     tile_depth : int
         Tile pipeline depth.
     output_depth : int
-        Output stage pipeline depth (5: the partial products, their 48-bit sum,
-        the rounding shift and the rounding, clamp and lane code each in their
-        own cycle; the performance model ``imnpu_sw.perf_model`` assumes the
-        default).
+        Output stage pipeline depth (6: the multiplier operands copied, the
+        partial products, their 48-bit sum, the rounding shift and the
+        rounding, clamp and lane code each in their own cycle; the performance
+        model ``imnpu_sw.perf_model`` assumes the default).
 
     Members
     -------
@@ -114,7 +114,7 @@ class Cluster(wiring.Component):
     """
 
     def __init__(self, *, tiles, rows, width, parallel=1, act_bytes, act_word=32,
-                 tile_depth=2, output_depth=5):
+                 tile_depth=2, output_depth=6):
         for name, value in (("tiles", tiles), ("rows", rows), ("width", width),
                             ("parallel", parallel), ("act_bytes", act_bytes),
                             ("act_word", act_word)):
@@ -232,9 +232,6 @@ class Cluster(wiring.Component):
                 ok |= enc == OutputKind.RAW32.value
             return ok
 
-        def lane_bits(code):
-            return Mux(code == 0, 1, Mux(code == 1, 2, 4))
-
         conv_kind = (d.kind == LayerKind.CONV) | (d.kind == LayerKind.DENSE)
 
         # -- stage 1: operands and flags (words 0 .. 10) -----------------------------
@@ -250,9 +247,11 @@ class Cluster(wiring.Component):
         spp, spp1 = reg(d.spp, "spp"), reg(d.spp - 1, "spp1")
         passes, passes1 = reg(d.passes, "passes"), reg(d.passes - 1, "passes1")
         nl = reg(Const(W, range(W + 1)) >> d.lane.as_value(), "nl")
-        s_in = reg(lane_bits(storage_lane(d.x_type.bits)), "s_in")
+        # the input lane and output code widths s_in, b_out are powers of two:
+        # products with them are shifts by their logarithms
+        lg_in = reg(storage_lane(d.x_type.bits), "lg_in")
         raw = d.o_type.encoding == OutputKind.RAW32.value
-        b_out = reg(Mux(raw, 32, lane_bits(storage_lane(d.o_type.bits))), "b_out")
+        lg_out = reg(Mux(raw, 5, storage_lane(d.o_type.bits)), "lg_out")
         ph = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_h)
         pw = Mux(d.kind == LayerKind.MAXPOOL, 0, d.pad_w)
         ext_h = reg(d.in_h + 2 * ph, "ext_h")
@@ -300,7 +299,7 @@ class Cluster(wiring.Component):
         in_area = reg(in_h * in_w, "in_area")
         out_area = reg(out_h * out_w, "out_area")
         cpp = reg(times_t(cpt), "cpp")
-        cpp_bout = reg(times_t(cpt) * b_out, "cpp_bout")
+        cpp_bout = reg(times_t(cpt) << lg_out, "cpp_bout")
         prod_h1, prod_h2 = reg(out_h1 * stride_h, "prod_h1"), reg(out_h * stride_h, "prod_h2")
         prod_w1, prod_w2 = reg(out_w1 * stride_w, "prod_w1"), reg(out_w * stride_w, "prod_w2")
         ppc_cin = reg(ppc * cin, "ppc_cin")
@@ -312,9 +311,9 @@ class Cluster(wiring.Component):
         spp1_nl = reg(spp1 * nl, "spp1_nl")
         spp_nl = reg(spp * nl, "spp_nl")
         in_bits = reg(d.in_pixel_words * AW, "in_bits")
-        cin_bits = reg(cin * s_in, "cin_bits")
+        cin_bits = reg(cin << lg_in, "cin_bits")
         out_bits = reg(d.out_pixel_words * AW, "out_bits")
-        cout_bits = reg(cout * b_out, "cout_bits")
+        cout_bits = reg(cout << lg_out, "cout_bits")
         too_large = reg((kh > ext_h) | (kw > ext_w), "too_large")
         cin_le_nl = reg(cin <= nl, "cin_le_nl")
         slices_a = reg(spp_gt1 & ppc_is1 & (cin > nl), "slices_a")

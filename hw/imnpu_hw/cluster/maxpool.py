@@ -35,20 +35,20 @@ __all__ = ["MaxPoolLayer", "MaxPoolUnit", "maxpool_cycles",
            "MAXPOOL_OVERHEAD_CYCLES", "MAXPOOL_ERROR_CYCLES"]
 
 
-#: Cycles of a legal layer beyond its reads: two set-up cycles (operand
-#: products, then the legality check), the read-data and the read-word register
-#: cycles of the last read and the cycle that presents the last write (with
-#: ``done``).
-MAXPOOL_OVERHEAD_CYCLES = 5
+#: Cycles of a legal layer beyond its reads: three set-up cycles (operand
+#: products, copies of the region products' operands, then the region products
+#: and the legality check), the read-data and the read-word register cycles of
+#: the last read and the cycle that presents the last write (with ``done``).
+MAXPOOL_OVERHEAD_CYCLES = 6
 
 #: Cycles from ``start`` to ``done`` of an illegal layer (``error`` set).
-MAXPOOL_ERROR_CYCLES = 3
+MAXPOOL_ERROR_CYCLES = 4
 
 
 def maxpool_cycles(out_h, out_w, pixel_words, kh, kw):
     """Cycles from the ``start`` cycle to the ``done`` cycle of a legal layer.
 
-    ``out_h * out_w * pixel_words * kh * kw + 5``: one read a cycle, one output
+    ``out_h * out_w * pixel_words * kh * kw + 6``: one read a cycle, one output
     word written every ``kh * kw`` cycles, plus :data:`MAXPOOL_OVERHEAD_CYCLES`.
     If ``start`` is high in cycle 0, ``done`` is high in cycle ``maxpool_cycles``,
     ``busy`` in cycles 1 to ``maxpool_cycles``, and the next ``start`` is taken
@@ -98,15 +98,15 @@ class MaxPoolUnit(wiring.Component):
     order, each exactly once, and nothing else is written.
 
     Timing. With ``start`` high in cycle 0 and
-    ``N = out_h * out_w * pixel_words * kh * kw``: set-up in cycles 1 and 2,
-    reads in cycles 3 .. ``N + 2`` (``rd_en`` high throughout), the write of
+    ``N = out_h * out_w * pixel_words * kh * kw``: set-up in cycles 1 to 3,
+    reads in cycles 4 .. ``N + 3`` (``rd_en`` high throughout), the write of
     the output word completed by the read of cycle ``t`` is presented in cycle
     ``t + 3`` (the read word passes a register first), and ``done`` pulses in
-    cycle ``N + 5`` together with the last write. So a layer takes
-    :func:`maxpool_cycles` ``= N + 5`` cycles from start to done, ``busy`` is
-    high in cycles 1 .. ``N + 5`` and a new ``start`` is taken from cycle
-    ``N + 6`` on. An illegal layer (see ``error``) makes no
-    access and finishes with ``done`` and ``error`` in cycle 3.
+    cycle ``N + 6`` together with the last write. So a layer takes
+    :func:`maxpool_cycles` ``= N + 6`` cycles from start to done, ``busy`` is
+    high in cycles 1 .. ``N + 6`` and a new ``start`` is taken from cycle
+    ``N + 7`` on. An illegal layer (see ``error``) makes no
+    access and finishes with ``done`` and ``error`` in cycle 4.
 
     Parameters
     ----------
@@ -221,7 +221,7 @@ class MaxPoolUnit(wiring.Component):
 
         # -- set-up, stage 1: products of layer fields and field checks -----
         # Free-running registers: the layer is valid from the start cycle, so
-        # stage 1 holds it from cycle 1 and stage 2 from cycle 2.
+        # stage 1 holds it from cycle 1, stage 2 from cycle 2 and stage 3 from cycle 3.
         row_pitch = Signal(len(L.in_w) + len(L.pixel_words))     # in_w * pw
         step_x = Signal(len(L.stride_w) + len(L.pixel_words))    # stride_w * pw
         out_row = Signal(len(L.out_w) + len(L.pixel_words))      # out_w * pw
@@ -255,17 +255,31 @@ class MaxPoolUnit(wiring.Component):
             ok1.eq(lane_ok & nonzero),
         ]
 
-        # -- set-up, stage 2: region sizes, the row step, the window check ---
+        # -- set-up, stage 2: copies of the region products' operands, the
+        # window check. The copies feed only their multipliers, so that they sit
+        # beside the DSPs (a product of stage-1 results into a DSP and out again
+        # in one cycle was the `fpga` self-test's critical path, 20.9 ns)
+        f_stride_h, f_in_h, f_out_h = (Signal.like(L.stride_h), Signal.like(L.in_h),
+                                       Signal.like(L.out_h))
+        f_row_pitch, f_out_row = Signal.like(row_pitch), Signal.like(out_row)
+        ok2 = Signal()
+        m.d.sync += [
+            f_stride_h.eq(L.stride_h), f_in_h.eq(L.in_h), f_out_h.eq(L.out_h),
+            f_row_pitch.eq(row_pitch), f_out_row.eq(out_row),
+            ok2.eq(ok1 & (span_h + L.kh <= L.in_h + L.stride_h) &
+                   (span_w + L.kw <= L.in_w + L.stride_w)),
+        ]
+
+        # -- set-up, stage 3: region sizes, the row step ----------------------
         step_y = Signal(len(L.stride_h) + len(row_pitch))        # stride_h * in_w * pw
         in_size = Signal(len(L.in_h) + len(row_pitch))
         out_size = Signal(len(L.out_h) + len(out_row))
-        ok2 = Signal()
+        ok3 = Signal()
         m.d.sync += [
-            step_y.eq(L.stride_h * row_pitch),
-            in_size.eq(L.in_h * row_pitch),
-            out_size.eq(L.out_h * out_row),
-            ok2.eq(ok1 & (span_h + L.kh <= L.in_h + L.stride_h) &
-                   (span_w + L.kw <= L.in_w + L.stride_w)),
+            step_y.eq(f_stride_h * f_row_pitch),
+            in_size.eq(f_in_h * f_row_pitch),
+            out_size.eq(f_out_h * f_out_row),
+            ok3.eq(ok2),
         ]
         in_end = Signal(max(len(in_size), aw) + 1)
         out_end = Signal(max(len(out_size), aw) + 1)
@@ -273,7 +287,7 @@ class MaxPoolUnit(wiring.Component):
         m.d.comb += [
             in_end.eq(L.in_base + in_size),
             out_end.eq(L.out_base + out_size),
-            legal.eq(ok2 & (in_end <= self._depth) & (out_end <= self._depth) &
+            legal.eq(ok3 & (in_end <= self._depth) & (out_end <= self._depth) &
                      ((in_end <= L.out_base) | (out_end <= L.in_base))),
         ]
 
@@ -356,6 +370,9 @@ class MaxPoolUnit(wiring.Component):
                     ]
                     m.next = "SETUP"
             with m.State("SETUP"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "CHECK"
             with m.State("CHECK"):

@@ -19,16 +19,18 @@ and no ReLU, so ``q == t``.
 
 The 32 x 16 multiply is two 16 x 16 partial products (one DSP multiplier
 each on an FPGA), ``t[16:] * mult`` and ``t[:16] * mult``, summed as
-``(hi << 16) + lo``. The datapath is cut into up to six stages by pipeline
+``(hi << 16) + lo``. The datapath is cut into up to seven stages by pipeline
 registers::
 
-    acc + bias, saturate  |T|  partial products  |M|  their sum  |P|
+    acc + bias, saturate  |T|  (copy)  |D|  partial products  |M|  their sum  |P|
     (2p) >> shift  |S|  round, ReLU  |Q|  clamp, sign, lane code  |out|
 
 ``pipeline_depth`` selects the cuts: 1 = out; 2 = P, out; 3 = T, P, out (the
 32 x 16 multiply alone in its stage); 4 = T, P, S, out; 5 = T, M, P, S, out
-(the multipliers alone in their stage: on an FPGA their inputs and outputs
-travel far); 6 = all.
+(the multipliers alone in their stage); 6 = T, D, M, P, S, out (D copies the
+multiplier operands into registers that feed nothing else, so that a placer
+puts them beside the DSP: the FPGA's DSP blocks sit in rows of their own, and
+the T -> DSP -> M path was the `fpga` self-test's worst, 22 ns); 7 = all.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 SHIFT_MAX = 47
-MAX_PIPELINE_DEPTH = 6
+MAX_PIPELINE_DEPTH = 7
 
 # Register cuts for each pipeline depth (the output register is always there).
 _CUTS = {
@@ -53,7 +55,8 @@ _CUTS = {
     3: ("T", "P"),
     4: ("T", "P", "S"),
     5: ("T", "M", "P", "S"),
-    6: ("T", "M", "P", "S", "Q"),
+    6: ("T", "D", "M", "P", "S"),
+    7: ("T", "D", "M", "P", "S", "Q"),
 }
 
 
@@ -120,10 +123,11 @@ class OutputStage(wiring.Component):
         Width of the ``tag`` field passed through with each result (channel,
         pixel index, ...), at least 1.
     pipeline_depth : int
-        Register stages, 1 .. :data:`MAX_PIPELINE_DEPTH` (6); the latency in
+        Register stages, 1 .. :data:`MAX_PIPELINE_DEPTH` (7); the latency in
         cycles. From 3 on the 32 x 16 multiply has a stage of its own (from 5
-        on the partial products have one, and their sum another); at 2 the
-        product is registered and the bias addition shares its stage.
+        on the partial products have one, and their sum another; from 6 on the
+        multiplier operands are copied into registers of their own first); at
+        2 the product is registered and the bias addition shares its stage.
 
     Members
     -------
@@ -212,6 +216,10 @@ class OutputStage(wiring.Component):
         s = stage("T", t=t, saturated=sat,
                   mult=Mux(raw, 1, inp.mult).as_signed(),
                   shift=Mux(raw, 0, inp.shift), relu=inp.relu & ~raw, **ctl)
+
+        ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
+        s = stage("D", t=s["t"], mult=s["mult"], shift=s["shift"], relu=s["relu"],
+                  saturated=s["saturated"], **ctl)
 
         # -- p = t * mult, exact 48 bits, from two 16 x 16 partial products --
         pp_hi = Signal(signed(32))      # t[16:] (signed) * mult

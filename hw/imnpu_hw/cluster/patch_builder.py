@@ -104,8 +104,8 @@ __all__ = ["PatchLayer", "PatchChunk", "ChunkHold", "PatchBuilder", "chunk_words
 
 #: With ``start`` high in cycle 0 and ``chunk.ready`` held high, chunk ``k`` of
 #: the layer is valid (and taken) in cycle ``START_LATENCY + sum(cycles(0..k))``;
-#: the first activation read is issued in cycle 4.
-START_LATENCY = 8
+#: the first activation read is issued in cycle 5.
+START_LATENCY = 9
 
 
 def PatchLayer(addr_width, width, max_dim, max_kernel, max_passes):
@@ -204,6 +204,7 @@ class _State(enum.Enum, shape=3):
     SETUP2 = 2
     FIRST = 3
     RUN = 4
+    SETUP3 = 5
 
 
 class PatchBuilder(wiring.Component):
@@ -381,7 +382,7 @@ class PatchBuilder(wiring.Component):
             (ly.stride_h == 0) | (ly.stride_w == 0) | (ly.out_h == 0) | (ly.out_w == 0) |
             (ly.slices_per_position == 0) | (ly.chunks == 0) | (ly.passes == 0))
 
-        # Per-layer constants, computed in SETUP1 and SETUP2 (the only
+        # Per-layer constants, computed in SETUP1 and SETUP3 (the only
         # multipliers of the builder). Addresses are modulo 2**A, positions
         # modulo 2**p_bits and lane offsets modulo 2**seg_bits like the
         # registers they feed.
@@ -406,6 +407,9 @@ class PatchBuilder(wiring.Component):
         sw_cin = Signal(seg_bits)     # stride_w * Cin
         sh_kwcin = Signal(seg_bits)   # stride_h * kw * Cin
         cin_lf = Signal(seg_bits)     # Cin - ppc * Cin
+        # SETUP2 copies of the SETUP3 products' operands
+        f_stride_h, f_cin = Signal.like(ly.stride_h), Signal.like(ly.cin)
+        f_row_step, f_kk, f_kw_cin = Signal.like(row_step), Signal.like(kk), Signal.like(kw_cin)
         kwcin_lf = Signal(seg_bits)   # kw * Cin - ppc * Cin
         # "count == 1" flags and "count - 2" values: the last-of flags below are
         # kept in registers (the next one is last if this one is number count - 2).
@@ -508,7 +512,7 @@ class PatchBuilder(wiring.Component):
             return r
 
         # Constant raw row and column 1 (set in FIRST) and the views of row and
-        # column 0 (set in SETUP2; the first valid row and column of pixel 0 are
+        # column 0 (set in SETUP3; the first valid row and column of pixel 0 are
         # input row and column 0).
         y_raw1, x_raw1 = Signal(y_raw, name="y_raw1"), Signal(x_raw, name="x_raw1")
         y_view0, x_view0 = Signal(y_view, name="y_view0"), Signal(x_view, name="x_view0")
@@ -580,11 +584,21 @@ class PatchBuilder(wiring.Component):
                 state.eq(_State.SETUP2),
             ]
         with m.Elif(state == _State.SETUP2):
+            # the operands of the second products, copied into registers that feed
+            # only their multipliers (so that they sit beside the DSPs: a SETUP1
+            # product into a DSP and out again in one cycle was 20.3 ns on the
+            # `fpga` self-test)
             m.d.sync += [
-                y_step.eq(ly.stride_h * row_step),
+                f_stride_h.eq(ly.stride_h), f_row_step.eq(row_step), f_kk.eq(kk),
+                f_cin.eq(ly.cin), f_kw_cin.eq(kw_cin),
+                state.eq(_State.SETUP3),
+            ]
+        with m.Elif(state == _State.SETUP3):
+            m.d.sync += [
+                y_step.eq(f_stride_h * f_row_step),
                 base_row.eq(ly.in_base + row_step),
-                lanes_all.eq(kk * ly.cin),
-                sh_kwcin.eq(ly.stride_h * kw_cin),
+                lanes_all.eq(f_kk * f_cin),
+                sh_kwcin.eq(f_stride_h * f_kw_cin),
                 cin_lf.eq(ly.cin - lanes_full),
                 kwcin_lf.eq(kw_cin - lanes_full),
                 y_view0.eq(y_view0_c), x_view0.eq(x_view0_c),
