@@ -16,7 +16,8 @@ CONFIG  ?=
 BLOCK   ?=
 MHZ     ?=
 ROUTER  ?=
-FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER)) $(if $(filter-out 0,$(PLACE_ONLY)),--no-route)
+PLACER  ?=
+FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER)) $(if $(PLACER),--placer $(PLACER)) $(if $(filter-out 0,$(PLACE_ONLY)),--no-route)
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
@@ -33,7 +34,7 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
-	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [PLACE_ONLY=1] [ROUTER=router1|router2]"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [PLACE_ONLY=1] [PLACER=static|heap] [ROUTER=router1|router2]"
 	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
 	@echo "                 (PLACE_ONLY=1: no routing, nextpnr's placement estimate of Fmax and the critical path;"
 	@echo "                 a later run reuses an unchanged synthesis and placement)"

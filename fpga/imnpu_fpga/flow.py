@@ -73,6 +73,12 @@ SOFT_MUL_MAX = 6
 #: the `fpga` cluster at 48 MHz)
 TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 
+#: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
+#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length, and
+#: router2 did not converge on the analytic placer's 91 %-full ECP5-85F)
+PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
+DEFAULT_PLACER = "static"
+
 class ToolError(RuntimeError):
     pass
 
@@ -324,7 +330,7 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=
     return seconds
 
 
-def place(board, work, seed=1, clock_mhz=50.0):
+def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER):
     """nextpnr packing and placement (``--no-route``): ``placed.json`` for :func:`route`,
     ``place_report.json`` with nextpnr's post-placement timing estimate and critical
     paths, and ``place.sdf`` with the placer's delay estimates (``placed_timing``).
@@ -340,7 +346,7 @@ def place(board, work, seed=1, clock_mhz=50.0):
            "--write", "placed.json",
            "--sdf", "place.sdf", "--report", "place_report.json", "--detailed-timing-report",
            "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "place.log",
-           *TIMING_EFFORT]
+           *PLACERS[placer]]
     return _run(cmd, work / "place.stdout", "placement (nextpnr --no-route)", work,
                 progress=lambda: _nextpnr_progress(work / "place.log"),
                 abort=lambda: _over_utilised(work / "place.log"))
@@ -427,13 +433,16 @@ def work_dir(board, config_name, block, out=None):
 
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
-        do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True):
+        do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True,
+        placer=DEFAULT_PLACER):
     from imnpu_hw import get_config
     from .report import build_report
 
     board = get_board(board_name)
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    if placer not in PLACERS:
+        raise ValueError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)
@@ -473,7 +482,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     meta = {"board": board.name, "config": config.name, "block": block,
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
-            "lut_mapper": "abc9" if abc9 else "abc", "router": router, "seed": seed}
+            "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
+            "seed": seed}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -512,7 +522,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     routed = "pnr.config" if board.family == "ecp5" else "pnr.asc"
     clock_mhz = pll_mhz or core_mhz
     place_key = _key([synth_key, board.constraint_path.read_text(), "placed.json",
-                      repr(board.nextpnr_args), repr(TIMING_EFFORT), str(seed), f"{clock_mhz:g}",
+                      repr(board.nextpnr_args), repr(PLACERS[placer]), str(seed),
+                      f"{clock_mhz:g}",
                       _version(f"yowasp-nextpnr-{board.family}")])
     meta["seconds"]["placement"] = meta["seconds"]["routing"] = 0
     if do_pnr:
@@ -524,7 +535,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                           "pnr.key", "pnr_report.json", routed):
                 (work / stale).unlink(missing_ok=True)
             try:
-                meta["seconds"]["placement"] = place(board, work, seed, clock_mhz)
+                meta["seconds"]["placement"] = place(board, work, seed, clock_mhz, placer)
                 (work / "place.key").write_text(place_key)
             except ToolError as e:
                 meta["pnr_error"] = str(e)
@@ -575,6 +586,8 @@ def main(argv=None):
                    help="place but do not route: the report gives nextpnr's post-placement "
                         "Fmax estimate and critical path (much faster than routing)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--placer", choices=list(PLACERS), default=DEFAULT_PLACER,
+                   help=f"nextpnr placer (default {DEFAULT_PLACER})")
     p.add_argument("--router", choices=("router1", "router2"), default="router2",
                    help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
     p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
@@ -622,7 +635,7 @@ def main(argv=None):
             return 0
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
-            router=args.router, do_route=not args.no_route)
+            router=args.router, do_route=not args.no_route, placer=args.placer)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

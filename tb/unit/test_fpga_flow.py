@@ -137,11 +137,15 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     board = boards.get_board(board_name)
     calls = []
     monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
-    flow.place(board, tmp_path, seed=3, clock_mhz=48.0)
+    flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="heap")
     flow.route(board, tmp_path, "router2")
-    place_cmd, route_cmd = calls
+    flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="static")
+    place_cmd, route_cmd, static_cmd = calls
     text = " ".join(str(c) for c in place_cmd)
     assert " ".join(flow.TIMING_EFFORT) in text and "--seed 3" in text
+    assert place_cmd[place_cmd.index("--placer") + 1] == "heap"
+    assert static_cmd[static_cmd.index("--placer") + 1] == "static"
+    assert " ".join(flow.TIMING_EFFORT) not in " ".join(static_cmd)
     assert "--no-route" in place_cmd and "--sdf" in place_cmd   # the delay estimates
     assert place_cmd[place_cmd.index("--write") + 1] == "placed.json"
     assert place_cmd[place_cmd.index("--json") + 1] == "synth.json"
