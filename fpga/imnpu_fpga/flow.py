@@ -359,7 +359,8 @@ def route(board, work, router="router2"):
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
     cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
-           "--json", "placed.json", "--no-pack", "--no-place", "--router", router, *out, "--report", "pnr_report.json", "--detailed-timing-report",
+           "--json", "placed.json", "--no-pack", "--no-place", "--router", router, *out,
+           "--report", "pnr_report.json", "--detailed-timing-report",
            "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
     return _run(cmd, work / "pnr.stdout", f"routing (nextpnr {router})", work,
                 progress=lambda: _nextpnr_progress(work / "pnr.log"))
