@@ -352,9 +352,24 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER):
                 abort=lambda: _over_utilised(work / "place.log"))
 
 
+def _set_router(placed, router):
+    """Write ``router`` into the settings of the placed design: nextpnr takes the
+    settings a design carries over its command line (``--router``, ``--freq``)."""
+    design = json.loads(placed.read_text())
+    changed = False
+    for module in design["modules"].values():
+        settings = module.get("settings")
+        if settings is not None and settings.get("router") != router:
+            settings["router"] = router
+            changed = True
+    if changed:
+        placed.write_text(json.dumps(design))
+
+
 def route(board, work, router="router2"):
     """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
     ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``)."""
+    _set_router(work / "placed.json", router)
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]

@@ -102,9 +102,8 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
     issue_end = -1
     bank_free = [0] * BANKS
     out_end_prev = -1
-    pack_done_prev = -1
+    engine = _OutputEngine()
     bank = 0
-    last_done = 0
     for oy in range(fields["out_h"]):
         for ox in range(fields["out_w"]):
             words = chunk_words(fields, mapping, geometry.W, AW, oy, ox)
@@ -118,20 +117,63 @@ def _run_cycles(fields, mapping, config, geometry, pass_index):
                 issue_end = take + G - 1
             acc_done = issue_end + D             # last result accumulates in this cycle
             out_start = max(acc_done + 1, out_end_prev + 1)
-            # feeds, with the packer possibly stalling raw steps
-            feed = out_start
-            pack = pack_done_prev
-            for s in steps:
-                arrive = feed + OUTPUT_DEPTH
-                pack = max(arrive, pack + 1) + s - 1
-                feed = max(feed + 1, pack - OUTPUT_DEPTH - s + 2)
-            out_end = feed - 1
+            out_end = engine.feed(out_start, steps, tail)
             bank_free[bank] = out_end + 1
             out_end_prev = out_end
-            pack_done_prev = last_done = pack + tail
             bank = (bank + 1) % BANKS
     # RUN_START is cycle 0; RUN ends in the cycle of the last pixel's advance
-    return last_done + 1
+    return engine.drain() + 1
+
+
+class _OutputEngine:
+    """The output stages and the packer, cycle by cycle.
+
+    The output stages are one rigid pipeline of :data:`OUTPUT_DEPTH` registers
+    that advances in every cycle but those in which its output register holds a
+    step the packer has not taken. The packer starts a step when it has arrived
+    and the previous one is done; a step takes ``s`` cycles (one per raw int32
+    channel, else 1) and is taken in its last; a pixel's last step is followed
+    by ``tail`` cycles of the packer.
+    """
+
+    def __init__(self):
+        self.cycle = 0                          # the next cycle to simulate
+        self.pipe = [None] * OUTPUT_DEPTH       # (s, tail) per register, last: output
+        self.taken_at = None                    # cycle the packer takes the output step
+        self.packer_done = -1                   # the packer's last busy cycle
+
+    def _step(self, feed):
+        """Simulate one cycle; ``feed`` is the step offered to the input (or None).
+        Returns whether it was taken."""
+        out = self.pipe[-1]
+        if out is not None and self.taken_at is None:
+            s, _ = out
+            self.taken_at = max(self.cycle, self.packer_done + 1) + s - 1
+        advance = out is None or self.taken_at == self.cycle
+        if advance:
+            if out is not None:
+                self.packer_done = self.taken_at + out[1]
+                self.taken_at = None
+            self.pipe = [feed] + self.pipe[:-1]
+        self.cycle += 1
+        return advance and feed is not None
+
+    def feed(self, start, steps, tail):
+        """Feed a pixel's ``steps`` from cycle ``start`` on; returns the cycle of its
+        last feed."""
+        while self.cycle < start:
+            self._step(None)
+        for n, s in enumerate(steps):
+            step = (s, tail if n == len(steps) - 1 else 0)
+            while not self._step(step):
+                pass
+        return self.cycle - 1
+
+    def drain(self):
+        """Run until every step is taken; returns the packer's last busy cycle."""
+        while any(item is not None for item in self.pipe):
+            self._step(None)
+        return self.packer_done
 
 
 def layer_breakdown(geometry, config, kind, fields, mapping, pause=0.0):

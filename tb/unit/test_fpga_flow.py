@@ -138,7 +138,12 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     calls = []
     monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
     flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="heap")
+    # the placed design carries nextpnr's settings, which win over its command line
+    placed = tmp_path / "placed.json"
+    placed.write_text(json.dumps({"modules": {"top": {"settings": {"router": "router1"}},
+                                              "sub": {}}}))
     flow.route(board, tmp_path, "router2")
+    assert json.loads(placed.read_text())["modules"]["top"]["settings"]["router"] == "router2"
     flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="static")
     place_cmd, route_cmd, static_cmd = calls
     text = " ".join(str(c) for c in place_cmd)
