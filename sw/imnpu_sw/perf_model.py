@@ -11,7 +11,9 @@ chunks and output pixels (no RTL is simulated):
   accumulator bank is free; it then issues ``G`` commands on ``G`` cycles;
 * output engine: ``tile_depth + 1`` cycles after a pixel's last command, its
   bank feeds ``cpt`` steps into the output stages (one a cycle; a raw int32
-  step takes one cycle per channel), and the packer writes the pixel.
+  step takes one cycle per channel), and the packer writes the pixel. The
+  output stages and the packer are followed cycle by cycle (:class:`_OutputEngine`:
+  the packer's slow raw steps stall the whole output pipeline).
 
 ``predict_layer_cycles`` returns the layer's total; :func:`layer_breakdown`
 the parts (descriptor fetch, weight and parameter load, run, stalls) for
