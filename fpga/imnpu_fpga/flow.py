@@ -74,8 +74,9 @@ SOFT_MUL_MAX = 6
 TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
-#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length, and
-#: router2 did not converge on the analytic placer's 91 %-full ECP5-85F)
+#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
+#: router2 gets further on it, though not to the end yet, than on the analytic
+#: placement of the 91 %-full ECP5-85F, whose timing estimate is better)
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 
