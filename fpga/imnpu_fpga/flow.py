@@ -543,36 +543,35 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                       f"{clock_mhz:g}",
                       _version(f"yowasp-nextpnr-{board.family}")])
     meta["seconds"]["placement"] = meta["seconds"]["routing"] = 0
-    if do_pnr:
-        if _fresh(work, "place.key", place_key, ("place_report.json", "place.sdf", "placed.json")):
-            log("placement: up to date")
-            meta["seconds"]["placement"] = old.get("seconds", {}).get("placement", 0)
-        else:
-            for stale in ("place.key", "place_report.json", "place.sdf", "placed.json",
-                          "pnr.key", "pnr_report.json", routed):
-                (work / stale).unlink(missing_ok=True)
-            try:
-                meta["seconds"]["placement"] = place(board, work, seed, clock_mhz, placer)
-                (work / "place.key").write_text(place_key)
-            except ToolError as e:
-                meta["pnr_error"] = str(e)
-    if do_pnr and not do_route:
+
+    def step(name, key_file, key, outputs, stale, action):
+        """Run ``action`` unless ``outputs`` are fresh for ``key``; a tool error goes
+        into the report. Returns whether the step's outputs are there."""
+        if _fresh(work, key_file, key, outputs):
+            log(f"{name}: up to date")
+            meta["seconds"][name] = old.get("seconds", {}).get(name, 0)
+            return True
+        for path in (key_file, *outputs, *stale):
+            (work / path).unlink(missing_ok=True)
+        try:
+            meta["seconds"][name] = action()
+        except ToolError as e:
+            meta["pnr_error"] = str(e)
+            return False
+        (work / key_file).write_text(key)
+        return True
+
+    # a new placement makes the routing stale
+    placed = do_pnr and step("placement", "place.key", place_key,
+                             ("place_report.json", "place.sdf", "placed.json"),
+                             ("pnr.key", "pnr_report.json", routed),
+                             lambda: place(board, work, seed, clock_mhz, placer))
+    if placed and not do_route:
         meta["placed_only"] = True
-    elif do_pnr and not meta.get("pnr_error"):
-        pnr_key = _key([place_key, router])
-        if _fresh(work, "pnr.key", pnr_key, ("pnr_report.json", routed)):
-            log("routing: up to date")
-            meta["seconds"]["routing"] = old.get("seconds", {}).get("routing", 0)
-            meta["routed"] = True
-        else:
-            for stale in ("pnr.key", "pnr_report.json", routed):
-                (work / stale).unlink(missing_ok=True)
-            try:
-                meta["seconds"]["routing"] = route(board, work, router)
-                (work / "pnr.key").write_text(pnr_key)
-                meta["routed"] = True
-            except ToolError as e:
-                meta["pnr_error"] = str(e)
+    elif placed:
+        meta["routed"] = step("routing", "pnr.key", _key([place_key, router]),
+                              ("pnr_report.json", routed), (),
+                              lambda: route(board, work, router))
     if do_pack and not meta.get("pnr_error"):
         meta["bitstream"] = str(pack(board, work, top_name))
     (work / "meta.json").write_text(json.dumps(meta, indent=2))

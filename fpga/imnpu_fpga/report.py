@@ -401,7 +401,7 @@ def build_report(work, board, config, meta):
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
-              + (f" PLACER={meta['placer']}" if meta.get("placer", "static") != "static"
+              + (f" PLACER={meta.get('placer', 'heap')}" if meta.get("placer", "heap") != "static"
                  else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")

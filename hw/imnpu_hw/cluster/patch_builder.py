@@ -202,9 +202,9 @@ class _State(enum.Enum, shape=3):
     IDLE = 0
     SETUP1 = 1
     SETUP2 = 2
-    FIRST = 3
-    RUN = 4
-    SETUP3 = 5
+    SETUP3 = 3
+    FIRST = 4
+    RUN = 5
 
 
 class PatchBuilder(wiring.Component):
@@ -407,10 +407,10 @@ class PatchBuilder(wiring.Component):
         sw_cin = Signal(seg_bits)     # stride_w * Cin
         sh_kwcin = Signal(seg_bits)   # stride_h * kw * Cin
         cin_lf = Signal(seg_bits)     # Cin - ppc * Cin
+        kwcin_lf = Signal(seg_bits)   # kw * Cin - ppc * Cin
         # SETUP2 copies of the SETUP3 products' operands
         f_stride_h, f_cin = Signal.like(ly.stride_h), Signal.like(ly.cin)
         f_row_step, f_kk, f_kw_cin = Signal.like(row_step), Signal.like(kk), Signal.like(kw_cin)
-        kwcin_lf = Signal(seg_bits)   # kw * Cin - ppc * Cin
         # "count == 1" flags and "count - 2" values: the last-of flags below are
         # kept in registers (the next one is last if this one is number count - 2).
         out_w_1, out_h_1, passes_1, spp_1, chunks_1 = (
