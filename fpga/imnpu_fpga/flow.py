@@ -290,16 +290,20 @@ def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9
         "select -clear",
     ]
     if board.family == "ecp5":
+        # LUT4s only, no LUT5-7 built from two to four LUT4s and the slices' muxes:
+        # on the tile's adder trees and muxes the wide LUTs cost more LUT4s than they
+        # save (fpga tile: 4,520 LUT4 against 4,766), and LUT4s are what the IMNPU
+        # runs short of on the ECP5-85F
         if abc9:
             if core_mhz:
                 lines.append(f"scratchpad -set abc9.D {round(1e6 / core_mhz)}")
-            lines.append(f"synth_ecp5 -top {top_name} -json {json_out}")
+            lines.append(f"synth_ecp5 -nowidelut -top {top_name} -json {json_out}")
         else:
             # synth_ecp5 with the classic ABC LUT mapper in place of abc9: the WebAssembly
             # yosys runs out of call stack in abc9's XAIGER2 backend on the whole IMNPU
             lines += [f"synth_ecp5 -top {top_name} -run begin:map_luts",
                       "techmap -map +/lattice/latches_map.v",
-                      "abc -lut 4:7 -dress",
+                      "abc -lut 4 -dress",
                       "clean",
                       f"synth_ecp5 -top {top_name} -run map_cells: -json {json_out}"]
     elif board.family == "ice40":

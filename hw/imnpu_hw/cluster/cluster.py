@@ -419,8 +419,10 @@ class Cluster(wiring.Component):
         desc_ptr = Signal(32)
         words_left = Signal(32)
         fetch_word = Signal(range(DESCRIPTOR_WORDS))   # descriptor word the next response is
-        pass_index = Signal(16)
-        # pass_index * T * cpt and pass_index * T * cpt * b_out, stepped with pass_index
+        # passes after the current one: counting down to 0 keeps the descriptor's
+        # ``passes`` off the sequencer's next-state logic
+        passes_left = Signal(16)
+        # pass * T * cpt and pass * T * cpt * b_out, stepped with the pass
         pass_ch = Signal(32)
         pass_bits = Signal(32)
         assert self._addr_bits + 1 + exact_log2(AW) <= 32
@@ -528,7 +530,7 @@ class Cluster(wiring.Component):
                     m.d.comb += pool_start.eq(1)
                     m.next = "POOL"
                 with m.Else():
-                    m.d.sync += [pass_index.eq(0), pass_ch.eq(0), pass_bits.eq(0),
+                    m.d.sync += [passes_left.eq(d.passes - 1), pass_ch.eq(0), pass_bits.eq(0),
                                  weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
                     with m.If(d.weights == RESIDENT_WEIGHTS):
                         m.next = "P_REQ"
@@ -605,10 +607,10 @@ class Cluster(wiring.Component):
                     m.d.sync += error.eq(ClusterError.BAD_MAPPING)
                     m.next = "FAIL"
                 with m.Elif(run_done):
-                    with m.If(pass_index == d.passes - 1):
+                    with m.If(passes_left == 0):
                         m.next = "LAYER_END"
                     with m.Else():
-                        m.d.sync += [pass_index.eq(pass_index + 1), pass_ch.eq(pass_ch + dp["cpp"]),
+                        m.d.sync += [passes_left.eq(passes_left - 1), pass_ch.eq(pass_ch + dp["cpp"]),
                                      pass_bits.eq(pass_bits + dp["cpp_bout"])]
                         m.next = "W_REQ"
             with m.State("POOL"):

@@ -455,8 +455,10 @@ def _compress(m, vectors, count_bits, cut=None):
             n = len(vs) // 3
             for q in range(n):
                 a, b, d = vs[3 * q:3 * q + 3]
-                total = Signal(width, name=f"csa{step}_c{c}_s{q}")
-                carry = Signal(width, name=f"csa{step}_c{c}_c{q}")
+                # kept: each full adder is then two LUTs; left to itself, the LUT
+                # mapper restructures the XOR trees into about an eighth more LUTs
+                total = Signal(width, name=f"csa{step}_c{c}_s{q}", attrs={"keep": 1})
+                carry = Signal(width, name=f"csa{step}_c{c}_c{q}", attrs={"keep": 1})
                 m.d.comb += [total.eq(a ^ b ^ d), carry.eq((a & b) | (a & d) | (b & d))]
                 new.setdefault(c, []).append(total)
                 if c + 1 < count_bits:
@@ -609,9 +611,19 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
     valid, _, row, error = ctl
     dots = []
     for bank, bank_terms in enumerate(terms):
+        # a tree of two-operand adders whose sums are kept: synthesis would merge a
+        # plain sum of the 17 terms into one carry-save tree of full adders (two LUTs
+        # a bit and level), where each adder here is a carry chain (one LUT a bit)
+        level = 0
         while len(bank_terms) > 1:
-            bank_terms = [bank_terms[k] + bank_terms[k + 1] if k + 1 < len(bank_terms)
-                          else bank_terms[k] for k in range(0, len(bank_terms), 2)]
+            sums = []
+            for k in range(0, len(bank_terms) - 1, 2):
+                total = Signal(signed(dwidth), name=f"wsum_b{bank}_{level}_{k // 2}",
+                               attrs={"keep": 1})
+                m.d.comb += total.eq(bank_terms[k] + bank_terms[k + 1])
+                sums.append(total)
+            bank_terms = sums + bank_terms[len(sums) * 2:]
+            level += 1
         dot = Signal(signed(dwidth), name=f"dot_b{bank}")
         m.d.comb += dot.eq(Mux(error, 0, bank_terms[0]))
         dots.append(dot)

@@ -5,8 +5,8 @@ a read when ``AR`` is; when both wait, reads and writes take turns. Register
 accesses answer two cycles after acceptance; window accesses (activation memory,
 tile arrays) go through the cluster's own host ports and are answered when
 ``win_resp`` says so (in :class:`IMNPU`, which registers the request once and
-the response twice: four cycles after the request for the activation memory,
-five for the tile arrays, whose requests pass one more register).
+the response twice: five cycles after the request; the activation memory's
+answer passes a register of its own, the tile arrays' requests one more).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
