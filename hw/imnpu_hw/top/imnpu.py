@@ -192,11 +192,8 @@ class IMNPU(wiring.Component):
             # activation memory's answer first passes a register of its own, next to
             # its block RAM, so both answer two cycles after the request)
             act_valid = Signal(name=f"win_act_valid{c}")
-            act_error = Signal(name=f"win_act_error{c}")
-            act_data = Signal.like(cluster.act_resp.payload.data, name=f"win_act_data{c}")
-            m.d.sync += [act_valid.eq(cluster.act_resp.valid),
-                         act_error.eq(cluster.act_resp.payload.error),
-                         act_data.eq(cluster.act_resp.payload.data)]
+            act = Signal.like(cluster.act_resp.payload, name=f"win_act{c}")
+            m.d.sync += [act_valid.eq(cluster.act_resp.valid), act.eq(cluster.act_resp.payload)]
             act_wait = Signal(name=f"win_act_wait{c}")
             tile_wait = Signal(name=f"win_tile_wait{c}")
             m.d.sync += [act_wait.eq(win_pending & (win_cluster == c) & ~win_tile & ~refused),
@@ -204,8 +201,8 @@ class IMNPU(wiring.Component):
             with m.If(win_pending & (win_cluster == c) & refused):
                 m.d.sync += [resp_valid[c].eq(1), resp_error[c].eq(1)]
             with m.If(act_wait):
-                m.d.sync += [resp_valid[c].eq(act_valid), resp_data[c].eq(act_data),
-                             resp_error[c].eq(act_error)]
+                m.d.sync += [resp_valid[c].eq(act_valid), resp_data[c].eq(act.data),
+                             resp_error[c].eq(act.error)]
             with m.If(tile_wait):
                 m.d.sync += [resp_valid[c].eq(cluster.tile_bus_resp.valid),
                              resp_data[c].eq(cluster.tile_bus_resp.payload.data),
