@@ -15,7 +15,10 @@ Synthesis choices (the same for every block):
 * the DIMC tile arrays (memories named ``bank*``) get ``ram_style = "block"``:
   they are shallow (``R`` rows) and wide, so yosys would otherwise pick
   distributed RAM; on the FPGA they are the block RAM the IMNPU's compute SRAM
-  stands for;
+  stands for. So do the cluster's accumulators and channel parameters
+  (``acc*``, ``bias*``, ``scale*``): as distributed RAM they took about 3,000
+  of the ECP5-85F's LUT slots in the ``fpga`` self-test, and block RAM is left
+  over;
 * multipliers whose operands are both at most 6 bits (the tile's per-lane
   products) are turned into logic before ``synth_*`` (``booth``, then
   ``techmap`` for the smallest): the adder trees and lane products belong in
@@ -277,8 +280,8 @@ def synth_script(board, top_name, sources, kept_module, json_out, stat_out, abc9
     lines += [
         "proc",
         "opt_clean",
-        "# DIMC tile arrays -> block RAM",
-        'setattr -set ram_style "block" m:bank*',
+        "# DIMC tile arrays, cluster accumulators and channel parameters -> block RAM",
+        'setattr -set ram_style "block" m:bank* m:acc* m:bias* m:scale*',
         "# the tile's lane products (both operands <= 6 bits) -> logic, not DSPs",
         "wreduce",
         f"select -set softmul t:$mul r:A_WIDTH<{SOFT_MUL_MAX + 1} %i "

@@ -731,33 +731,60 @@ class Cluster(wiring.Component):
         stage = Signal(meta)
         m.d.comb += [stage.valid.eq(issue), stage.group.eq(k_now), stage.hit.eq(k_now < n_groups),
                      stage.first.eq(first_now), stage.last.eq(last_cmd), stage.bank.eq(cbank)]
+        stages = [stage]                    # stages[i]: the command issued i cycles ago
         for i in range(self.tile_latency):
             nxt = Signal(meta, name=f"meta{i}")
             m.d.sync += nxt.eq(stage)
             stage = nxt
+            stages.append(stage)
 
         # -- accumulators -------------------------------------------------------------
         # Per tile and lane p one memory of BANKS * R/P int32 entries, entry
-        # Cat(group, bank) holding row group*P + p. Read-modify-write in one cycle:
-        # combinational read, write at the clock edge (as registers would).
+        # Cat(group, bank) holding row group*P + p, in two copies written alike: one
+        # for the read-modify-write, one for the output engine (block RAM has two
+        # ports). The accumulate read is issued two cycles before the result arrives
+        # (the delay line knows its entry) and registered once more, off the block
+        # RAM's slow output; the two writes that read cannot have seen (the results
+        # of the last two cycles) are forwarded.
         acc_out = []                        # per tile, per lane: the output engine's read port
+        acc_fwd = []                        # per tile, per lane: data of the last write
         overflow = Signal()
         acc_en = Signal()
         m.d.comb += acc_en.eq(stage.valid & stage.hit)
+        addr = Cat(stage.group, stage.bank)
+        ahead = stages[-3]                  # the result two cycles from now (tile_latency >= 2)
+        w1_en, w2_en = Signal(), Signal()   # writes of one and two cycles ago
+        w1_addr, w2_addr = Signal.like(addr), Signal.like(addr)
+        m.d.sync += [w1_en.eq(acc_en), w1_addr.eq(addr), w2_en.eq(w1_en), w2_addr.eq(w1_addr)]
+        w1_hit, w2_hit = Signal(), Signal()
+        m.d.comb += [w1_hit.eq(w1_en & (w1_addr == addr)), w2_hit.eq(w2_en & (w2_addr == addr))]
         for t in range(T):
             acc_out.append([])
+            acc_fwd.append([])
             for p in range(P):
                 acc = Memory(shape=signed(32), depth=BANKS << gbits, init=[])
+                acc_o = Memory(shape=signed(32), depth=BANKS << gbits, init=[])
                 m.submodules[f"acc{t}_{p}"] = acc
-                acc_rd = acc.read_port(domain="comb")
+                m.submodules[f"acc_out{t}_{p}"] = acc_o
+                acc_rd = acc.read_port()
                 acc_wr = acc.write_port()
-                acc_out[t].append(acc.read_port(domain="comb"))
+                acc_o_wr = acc_o.write_port()
+                acc_out[t].append(acc_o.read_port())
+                read = Signal(signed(32), name=f"acc_read{t}_{p}")
+                w1_data = Signal(signed(32), name=f"acc_w1_{t}_{p}")
+                w2_data = Signal(signed(32), name=f"acc_w2_{t}_{p}")
+                old = Signal(signed(32), name=f"acc_old{t}_{p}")
+                m.d.sync += read.eq(acc_rd.data)
+                m.d.comb += [acc_rd.addr.eq(Cat(ahead.group, ahead.bank)),
+                             old.eq(Mux(w1_hit, w1_data, Mux(w2_hit, w2_data, read)))]
                 dot = tiles.res.payload.dot[t][p]
-                value, ovf = saturating_add(acc_rd.data, dot)
-                addr = Cat(stage.group, stage.bank)
-                m.d.comb += [acc_rd.addr.eq(addr), acc_wr.addr.eq(addr),
-                             acc_wr.data.eq(Mux(stage.first, dot, value)),
-                             acc_wr.en.eq(acc_en)]
+                value, ovf = saturating_add(old, dot)
+                new = Mux(stage.first, dot, value)
+                m.d.sync += [w1_data.eq(new), w2_data.eq(w1_data)]
+                m.d.comb += [acc_wr.addr.eq(addr), acc_wr.data.eq(new), acc_wr.en.eq(acc_en),
+                             acc_o_wr.addr.eq(addr), acc_o_wr.data.eq(new),
+                             acc_o_wr.en.eq(acc_en)]
+                acc_fwd[t].append(w1_data)
                 with m.If(acc_en & ~stage.first & ovf):
                     m.d.comb += overflow.eq(1)
         with m.If(overflow):
@@ -771,19 +798,31 @@ class Cluster(wiring.Component):
         stage_ready = self._stages[0].inp.ready
         raw = d.o_type.encoding == OutputKind.RAW32.value
         # channel step oj < cpt <= R: accumulator entry (oj / P, obank), lane oj % P
+        o_lane = oj[:exact_log2(P)] if P & (P - 1) == 0 else oj % P
+        # The output engine's reads are registered (block RAM): they are issued with the
+        # next value of (oj, obank), so the read data always belong to the current one.
+        # A read does not see the accumulator write of its own cycle: that is forwarded.
+        # (Parameters are written only while the output engine is idle.)
+        oj_next = Signal.like(oj)
+        obank_next = Signal.like(obank)
         if P & (P - 1) == 0:
-            o_group, o_lane = oj >> exact_log2(P), oj[:exact_log2(P)]
+            o_group_next = oj_next >> exact_log2(P)
         else:
-            o_group, o_lane = oj // P, oj % P
+            o_group_next = oj_next // P
+        o_addr = Signal.like(addr)          # the entry the read data belong to
+        m.d.sync += o_addr.eq(Cat(o_group_next[:gbits], obank_next))
+        o_fwd = Signal()
+        m.d.comb += o_fwd.eq(w1_en & (w1_addr == o_addr))
         for t, st in enumerate(self._stages):
             sel_acc = Signal(signed(32), name=f"oacc{t}")
-            for rp in acc_out[t]:
-                m.d.comb += rp.addr.eq(Cat(o_group[:gbits], obank))
-            m.d.comb += sel_acc.eq(Array(rp.data for rp in acc_out[t])[o_lane] if P > 1
-                                   else acc_out[t][0].data)
-            bias_rd = bias_mem[t].read_port(domain="comb")
-            scale_rd = scale_mem[t].read_port(domain="comb")
-            m.d.comb += [bias_rd.addr.eq(oj), scale_rd.addr.eq(oj)]
+            lane_acc = []
+            for rp, fwd in zip(acc_out[t], acc_fwd[t]):
+                m.d.comb += rp.addr.eq(Cat(o_group_next[:gbits], obank_next))
+                lane_acc.append(Mux(o_fwd, fwd, rp.data))
+            m.d.comb += sel_acc.eq(Array(lane_acc)[o_lane] if P > 1 else lane_acc[0])
+            bias_rd = bias_mem[t].read_port()
+            scale_rd = scale_mem[t].read_port()
+            m.d.comb += [bias_rd.addr.eq(oj_next), scale_rd.addr.eq(oj_next)]
             sel_bias, sel_mult, sel_shift = bias_rd.data, scale_rd.data.mult, scale_rd.data.shift
             m.d.comb += [
                 st.inp.valid.eq(feeding),
@@ -800,12 +839,14 @@ class Cluster(wiring.Component):
         clear_full = Signal(BANKS)
         with m.If(stage.valid & stage.last):
             m.d.comb += set_full.bit_select(stage.bank, 1).eq(1)
+        m.d.comb += [oj_next.eq(oj), obank_next.eq(obank)]
         with m.If(feeding & stage_ready):
             with m.If(oj == d.cpt - 1):
-                m.d.sync += [oj.eq(0), obank.eq(Mux(obank == BANKS - 1, 0, obank + 1))]
+                m.d.comb += [oj_next.eq(0), obank_next.eq(Mux(obank == BANKS - 1, 0, obank + 1))]
                 m.d.comb += clear_full.bit_select(obank, 1).eq(1)
             with m.Else():
-                m.d.sync += oj.eq(oj + 1)
+                m.d.comb += oj_next.eq(oj + 1)
+        m.d.sync += [oj.eq(oj_next), obank.eq(obank_next)]
         m.d.sync += bank_full.eq((bank_full & ~clear_full) | set_full)
         reserve = Signal(BANKS)
         with m.If(issue_first_k & chunk.payload.first):
