@@ -10,14 +10,13 @@ import pytest
 from imnpu_hw import get_config
 from imnpu_hw.cluster.cluster import Cluster
 from imnpu_hw.cluster.descriptor import ClusterError
-from imnpu_sw.compiler import compile_network, reference
+from imnpu_ref import OperandType
+from imnpu_ref.numbers import Encoding
+from imnpu_sw.compiler import Conv, compile_network, reference
 from imnpu_sw.mapping import ClusterGeometry, MappingError
 from imnpu_sw.perf_model import predict_layer_cycles
 from imnpu_sw.tensor import pack_tensor, unpack_tensor
 from imnpu_tb.cluster_amaranth import run_cluster
-from imnpu_ref import OperandType
-from imnpu_ref.numbers import Encoding
-from imnpu_sw.compiler import Conv
 from imnpu_tb.cluster_tests import TYPES, random_layer
 from imnpu_tb.stimulus import random_output_stage
 
