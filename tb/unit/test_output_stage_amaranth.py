@@ -244,6 +244,49 @@ def test_random_against_reference(depth):
     assert any(t["acc"] + t["bias"] < INT32_MIN for t in txns)
 
 
+def rounding_window_txns(rng, tag0):
+    """Quotients ``q`` from -70 to 70 at the edges of the stage's 5-bit window.
+
+    The stage keeps only ``(2p >> shift)[:6]`` and whether ``p >> shift`` is 0
+    or -1 above it (``_narrow_shift``); ``q = 32 * yh + r5``. Every ``y = p >>
+    shift`` from -70 to 70 (around 0, +-16 and +-32), with the rounding bit 0 and
+    1 and the bits below it 0 or all 1, every output type, with and without
+    ReLU, at shifts 1, 2, 5, 13 and 30 (``t * 1`` = ``y << shift | rest``).
+    """
+    txns = []
+    for shift in (1, 2, 5, 13, 30):
+        for y in range(-70, 71):
+            for low in {0, (1 << (shift - 1)) - 1, 1 << (shift - 1), (1 << shift) - 1}:
+                t = (y << shift) | low
+                if not INT32_MIN <= t <= INT32_MAX:
+                    continue
+                out = OUT_TYPES[int(rng.integers(0, len(OUT_TYPES)))]
+                if out == "int32":
+                    kind, bits = OutputKind.RAW32, 0
+                else:
+                    ot = ref.OperandType.parse(out)
+                    kind, bits = KIND_OF_ENCODING[ot.encoding], ot.bits
+                txns.append(dict(acc=t, bias=0, mult=1, shift=shift,
+                                 relu=int(rng.integers(0, 2)), out_kind=kind, out_bits=bits,
+                                 tag=tag0 + len(txns)))
+    return txns
+
+
+@pytest.mark.parametrize("depth", (1, 6))
+def test_rounding_window_edges(depth):
+    seed = SEED + 50 + depth
+    print(f"seed {seed} (IMNPU_SEED={SEED})")
+    rng = np.random.default_rng(seed)
+    tag_width = 14
+    txns = [dict(t, tag=n % (1 << tag_width))
+            for n, t in enumerate(rounding_window_txns(rng, 0))]
+    received = run_stream(OutputStage(tag_width=tag_width, pipeline_depth=depth), txns, rng)
+    check(txns, received)
+    # both clamp directions and in-range values came out of every signed / unsigned width
+    values = {(r["value"]) for r in received}
+    assert {-8, -2, 0, 1, 3, 7, 15} <= values
+
+
 def test_illegal_parameters_give_error():
     rng = np.random.default_rng(SEED)
     txns = []

@@ -221,8 +221,12 @@ def run_jobs(dut, jobs, rng, stall=0.3):
                     assert rd_pending < len(mem), f"read outside memory: {rd_pending}"
                     reads.append(rd_pending)
                 await ctx.tick()
+                # the word read is on rd_data for one cycle only: the cluster's block
+                # RAM reads every cycle, so the builder must keep the word itself
                 if rd_pending is not None:
                     ctx.set(dut.rd_data, mem[rd_pending])
+                else:
+                    ctx.set(dut.rd_data, int(rng.integers(0, 1 << len(dut.rd_data), dtype=np.uint64)))
                 cycle += 1
             assert not ctx.get(dut.error)
             results.append((chunks, reads, accepted, end))

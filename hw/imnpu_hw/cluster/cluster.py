@@ -1040,7 +1040,9 @@ class Cluster(wiring.Component):
                          act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
                          act_wr.en.eq(Mux(pool.wr_en, (1 << (AW // 4)) - 1, 0))]
         with m.Elif(self.busy):
-            m.d.comb += [act_rd.addr.eq(builder.rd_addr), act_rd.en.eq(builder.rd_en),
+            # the builder keeps the word it reads: the block RAM reads every cycle,
+            # and the builder's read enable does not fan out to its 32 slices
+            m.d.comb += [act_rd.addr.eq(builder.rd_addr), act_rd.en.eq(1),
                          act_wr.addr.eq(waddr), act_wr.data.eq(pack_wr_data),
                          act_wr.en.eq(pack_wr_en)]
         with m.Else():

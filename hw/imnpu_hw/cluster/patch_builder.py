@@ -245,7 +245,9 @@ class PatchBuilder(wiring.Component):
     rd_addr, rd_en : ``Out(addr_width)``, ``Out(1)``
         Activation memory read port (synchronous, transparent off): the word
         at ``rd_addr`` of a cycle with ``rd_en`` high is on ``rd_data`` in the
-        next cycle and held while ``rd_en`` is low.
+        next cycle. The builder keeps that word itself, so ``rd_data`` may
+        change in any other cycle: the memory can read every cycle (``rd_en``
+        need not reach its enable, which is on the builder's longest path).
     rd_data : ``In(word_width)``
     chunk : ``Out(stream.Signature(PatchChunk(width)))``
         The chunks, in order; ``payload`` holds still while ``valid`` waits.
@@ -871,8 +873,8 @@ class PatchBuilder(wiring.Component):
         # the word to its first needed element and masks the unneeded ones;
         # *widen* widens the elements to L bits and shifts them by the low bits
         # of the lane offset; *place* shifts by the high bits and ORs the result
-        # into the staging register. A stall holds every stage (and the read
-        # data: no read is issued while stalled).
+        # into the staging register. A stall holds every stage (no read is
+        # issued while stalled; the word in flight waits in ``rd_word``).
         lo_levels = range(bits_for(W) // 2)
         hi_levels = range(bits_for(W) // 2, bits_for(W))
         s1_valid = Signal()
@@ -909,7 +911,14 @@ class PatchBuilder(wiring.Component):
             ]
 
         # capture: rd_data (the word read by the issue cycle before) into a register
-        # next to the block RAM, whose clock-to-out leaves no time for the shifter
+        # next to the block RAM, whose clock-to-out leaves no time for the shifter.
+        # rd_data is the word only in the cycle after its read: if the capture stage
+        # is stalled then, ``rd_word`` keeps it until the stall ends
+        rd_fresh = Signal()
+        rd_word = Signal(AW)
+        m.d.sync += rd_fresh.eq(self.rd_en)
+        with m.If(rd_fresh):
+            m.d.sync += rd_word.eq(self.rd_data)
         c_valid, c_read, c_clear, c_close = Signal(), Signal(), Signal(), Signal()
         c_bit, c_count, c_dest = Signal.like(wbit), Signal.like(count), Signal.like(dest)
         c_meta = Signal(PatchChunk(W))
@@ -918,7 +927,8 @@ class PatchBuilder(wiring.Component):
             m.d.sync += [
                 c_valid.eq(s1_valid), c_read.eq(s1_read), c_clear.eq(s1_clear),
                 c_close.eq(s1_close), c_bit.eq(s1_bit), c_count.eq(s1_count),
-                c_dest.eq(s1_dest), c_meta.eq(s1_meta), c_word.eq(self.rd_data),
+                c_dest.eq(s1_dest), c_meta.eq(s1_meta),
+                c_word.eq(Mux(rd_fresh, self.rd_data, rd_word)),
             ]
 
         # select

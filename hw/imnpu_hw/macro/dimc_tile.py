@@ -403,77 +403,174 @@ def _front_end(m, g, feat, cmd, advance, bus_valid):
 
 # -- array ----------------------------------------------------------------------
 
-def _nibble_bits(m, g, rows, wide, features, count_w):
-    """Per nibble ``k``, one vector of the 16 * P channel input bits (bank-major)."""
+def _nibble_products(g, rows, wide, features, count_w):
+    """Per nibble ``k``, the 16 * P channel input bits (bank-major) as products.
+
+    Returns ``(a, x, fused)`` per nibble: bit ``b`` of the nibble's vector is
+    ``a[b] & x[b]``; ``fused`` marks the bits whose ``a`` is a row bit itself, so
+    that a full adder can take the product into its own LUT4s (see
+    :func:`_compress`). The other bits (the ``count_x`` channels) read the row
+    OR'ed with ``l1`` and are built as three-input products.
+    """
     vectors = []
     for k in range(g.width // 4):
         if g.fault == "lane" and k == 1:
             continue
-        bits = []
+        a_bits, x_bits, fused = [], [], 0
         for row, row_or in zip(rows, wide):
             for i, j in CHANNELS:
                 kind = _channel_kind(i, j)
-                if kind == "count_w":
-                    bits.append(row[4 * k + i] & count_w[4 * k + i])
-                elif kind == "count_x":
-                    bits.append(row_or[4 * k + i] & features[4 * k + j])
+                if kind == "count_x":
+                    a_bits.append(row_or[4 * k + i])
+                    x_bits.append(features[4 * k + j])
                 else:
-                    bits.append(row[4 * k + i] & features[4 * k + j])
-        v = Signal(len(bits), name=f"nib{k}")
-        m.d.comb += v.eq(Cat(*bits))
-        vectors.append(v)
+                    fused |= 1 << len(a_bits)
+                    a_bits.append(row[4 * k + i])
+                    if kind == "count_w":
+                        x_bits.append(count_w[4 * k + i])
+                    else:
+                        x_bits.append(features[4 * k + j])
+        vectors.append((Cat(*a_bits), Cat(*x_bits), fused))
     return vectors
 
 
-def _compress(m, vectors, count_bits, cut=None):
-    """Carry-save (full adder) reduction of equal-width bit vectors.
+class _Product:
+    """Column-0 input of :func:`_compress` still unreduced: product number ``n``."""
 
-    Element-wise, the popcount over ``vectors`` equals ``A + B`` for the two
-    returned lists of per-column vectors (column ``c`` weighs ``2**c``);
-    columns at ``count_bits`` and beyond are dropped, as the counts fit.
-    ``cut(c, k, vector)``, if given, is applied to every column vector half way
-    down the tree (after ``ceil(levels / 2)`` of its full-adder levels): a
-    pipeline register there splits the tree's logic depth in two.
+    def __init__(self, n):
+        self.n = n
+
+
+def _reduce(cols, count_bits, full_adder, cut_at=None, cut=None):
+    """Carry-save reduction schedule, shared by the dry run and the build.
+
+    ``cols[c]`` lists column ``c``'s bits (objects; :class:`_Product` for a
+    product not yet consumed). Each round makes full adders
+    ``full_adder(round, column, first, second, third)`` -> ``(sum, carry)``, the
+    first operand the one a product is taken into. In column 0 a full adder
+    takes one product and two reduced bits where it can, and otherwise three
+    products, holding back as many products as later rounds can take in (one
+    per full adder); the other columns are a plain Wallace reduction. Before
+    round ``cut_at``, ``cut(cols)`` may replace the columns (pipeline cut).
+    Returns the final columns (at most two bits each) and the number of rounds.
     """
-    width = len(vectors[0])
-    cols = {0: list(vectors)}
-    levels, n = 0, len(vectors)
-    while n > 2:
-        levels, n = levels + 1, n - n // 3
-    step = 0
-    pending = cut is not None
+    rnd = 0
+    while any(len(v) > 2 for v in cols.values()):
+        if cut is not None and rnd == cut_at:
+            cols = cut(cols)
+        new = {}
+
+        def put(c, item):
+            if c < count_bits:
+                new.setdefault(c, []).append(item)
+        for c in sorted(cols):
+            items = cols[c]
+            if len(items) <= 2:
+                for it in items:
+                    put(c, it)
+                continue
+            prods = [it for it in items if isinstance(it, _Product)]
+            bits = [it for it in items if not isinstance(it, _Product)]
+            triples = []
+            for _ in range(min(len(prods), len(bits) // 2)):
+                triples.append((prods.pop(0), bits.pop(0), bits.pop(0)))
+            # products held back for later rounds: at most one per bit left after this one
+            later = len(bits) + len(triples)
+            n_ppp = min(len(prods) // 3, max(0, -(-(len(prods) - later) // 4)))
+            for _ in range(n_ppp):
+                triples.append((prods.pop(0), prods.pop(0), prods.pop(0)))
+            while len(bits) >= 3:
+                triples.append((bits.pop(0), bits.pop(0), bits.pop(0)))
+            if not triples:         # e.g. two products and a bit
+                rest = prods + bits
+                triples.append(tuple(rest[:3]))
+                prods, bits = rest[3:], []
+            for q, (x, y, z) in enumerate(triples):
+                total, carry = full_adder(rnd, c, q, x, y, z)
+                put(c, total)
+                put(c + 1, carry)
+            for it in prods + bits:
+                put(c, it)
+        cols = new
+        rnd += 1
+    return cols, rnd
+
+
+def _compress(m, products, count_bits, cut=None):
+    """Carry-save (full adder) reduction of equal-width product vectors.
+
+    ``products`` are :func:`_nibble_products`. Element-wise, the popcount of
+    the products equals ``A + B`` for the two returned lists of per-column
+    vectors (column ``c`` weighs ``2**c``); columns at ``count_bits`` and beyond
+    are dropped, as the counts fit. A full adder's sum and carry are kept
+    (two LUT4s: left to itself, the LUT mapper restructures the XOR trees into
+    about an eighth more LUTs). The first full adders of column 0 take three
+    products; later ones take one product into their own LUTs (sum and carry
+    of ``a & x`` and two bits are four-input functions), so about half of the
+    products need no AND gate of their own. ``cut(c, k, vector)``, if given,
+    is applied to every vector half way down (after half of the rounds); a
+    product still pending there is cut as its two operands.
+    """
+    width = len(products[0][0])
+
+    def dry(rnd, c, q, x, y, z):
+        return object(), object()
+    _, rounds = _reduce({0: [_Product(n) for n in range(len(products))]}, count_bits, dry)
+
+    ops = {n: p for n, p in enumerate(products)}
+
+    def explicit(item, name):
+        if not isinstance(item, _Product):
+            return item
+        a, x, _ = ops[item.n]
+        v = Signal(width, name=name, attrs={"keep": 1})
+        m.d.comb += v.eq(a & x)
+        return v
+
+    def taken_in(item, name):
+        """Operand of a full adder that takes the product into its LUTs."""
+        if not isinstance(item, _Product):
+            return item
+        a, x, fused = ops[item.n]
+        rest = [b for b in range(width) if not fused >> b & 1]
+        part = Signal(max(1, len(rest)), name=name, attrs={"keep": 1})
+        if rest:
+            m.d.comb += part.eq(Cat(*[a[b] & x[b] for b in rest]))
+        return Cat(*[a[b] & x[b] if fused >> b & 1 else part[rest.index(b)]
+                     for b in range(width)])
+
+    def full_adder(rnd, c, q, x, y, z):
+        prefix = f"csa{rnd}_c{c}"
+        x = taken_in(x, f"{prefix}_pt{q}")
+        y, z = explicit(y, f"{prefix}_py{q}"), explicit(z, f"{prefix}_pz{q}")
+        total = Signal(width, name=f"{prefix}_s{q}", attrs={"keep": 1})
+        carry = Signal(width, name=f"{prefix}_c{q}", attrs={"keep": 1})
+        m.d.comb += [total.eq(x ^ y ^ z), carry.eq((x & y) | (x & z) | (y & z))]
+        return total, carry
 
     def apply_cut(cols):
-        return {c: [cut(c, k, v) for k, v in enumerate(vs)] for c, vs in cols.items()}
-
-    while any(len(v) > 2 for v in cols.values()):
-        if pending and step == (levels + 1) // 2:
-            cols, pending = apply_cut(cols), False
         new = {}
-        for c in sorted(cols):
-            vs = cols[c]
-            n = len(vs) // 3
-            for q in range(n):
-                a, b, d = vs[3 * q:3 * q + 3]
-                # kept: each full adder is then two LUTs; left to itself, the LUT
-                # mapper restructures the XOR trees into about an eighth more LUTs
-                total = Signal(width, name=f"csa{step}_c{c}_s{q}", attrs={"keep": 1})
-                carry = Signal(width, name=f"csa{step}_c{c}_c{q}", attrs={"keep": 1})
-                m.d.comb += [total.eq(a ^ b ^ d), carry.eq((a & b) | (a & d) | (b & d))]
-                new.setdefault(c, []).append(total)
-                if c + 1 < count_bits:
-                    new.setdefault(c + 1, []).append(carry)
-            new.setdefault(c, []).extend(vs[3 * n:])
-        cols = new
-        step += 1
-    if pending:                 # a tree of at most one level: cut after it
+        for c, items in cols.items():
+            for k, it in enumerate(items):
+                if isinstance(it, _Product):
+                    a, x, fused = ops[it.n]
+                    ops[it.n] = (cut(c, f"a{it.n}", a), cut(c, f"x{it.n}", x), fused)
+                    new.setdefault(c, []).append(it)
+                else:
+                    new.setdefault(c, []).append(cut(c, k, it))
+        return new
+
+    cols = {0: [_Product(n) for n in range(len(products))]}
+    cut_at = (rounds + 1) // 2 if cut is not None else None
+    cols, _ = _reduce(cols, count_bits, full_adder, cut_at, apply_cut if cut else None)
+    if cut is not None and rounds <= 1:     # a tree of at most one round: cut after it
         cols = apply_cut(cols)
     zero = Const(0, width)
-    rows = []
+    result = []
     for r in range(2):
-        rows.append([cols[c][r] if len(cols.get(c, [])) > r else zero
-                     for c in range(count_bits)])
-    return rows
+        result.append([explicit(cols[c][r], f"csa_out_c{c}_{r}") if len(cols.get(c, [])) > r
+                       else zero for c in range(count_bits)])
+    return result
 
 
 def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
@@ -571,7 +668,7 @@ def _array(m, g, bus, bus_resp, advance, read_group, ops, out):
         # the weighting after the counts
         def cut(c, k, v):
             return _register(m, advance, v, f"l1_c{c}_{k}")
-    csa_rows = _compress(m, _nibble_bits(m, g, rows, wide, ops.features, ops.count_w),
+    csa_rows = _compress(m, _nibble_products(g, rows, wide, ops.features, ops.count_w),
                          g.count_bits, cut)
     if "rows" in g.cuts:
         ctl = register_ctl(1, ctl)
