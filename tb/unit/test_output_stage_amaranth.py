@@ -62,6 +62,14 @@ def unpack(layout, bits):
 # reference expectation of one transaction
 # --------------------------------------------------------------------------
 
+def kind_and_bits(out):
+    """``(OutputKind, out_bits)`` of an ``OUT_TYPES`` name."""
+    if out == "int32":
+        return OutputKind.RAW32, 0
+    t = ref.OperandType.parse(out)
+    return KIND_OF_ENCODING[t.encoding], t.bits
+
+
 def out_type_of(kind, bits):
     """``"int32"``, an ``OperandType``, or ``None`` if the reference rejects it."""
     if kind is OutputKind.RAW32:
@@ -133,11 +141,7 @@ def corner_txns(rng, tag0):
     """Every output type x ReLU x corner shift x corner mult, int32-corner operands."""
     txns = []
     for out in OUT_TYPES:
-        if out == "int32":
-            kind, bits = OutputKind.RAW32, 0
-        else:
-            t = ref.OperandType.parse(out)
-            kind, bits = KIND_OF_ENCODING[t.encoding], t.bits
+        kind, bits = kind_and_bits(out)
         for relu in (0, 1):
             for shift in (0, 1, 2, 31, 46, 47):
                 for mult in MULT_CORNERS:
@@ -150,11 +154,9 @@ def corner_txns(rng, tag0):
         for out in OUT_TYPES:
             txn = random_txn(rng, tag0 + len(txns))
             txn["shift"] = shift
+            txn["out_kind"], txn["out_bits"] = kind_and_bits(out)
             if out == "int32":
-                txn["out_kind"], txn["out_bits"] = OutputKind.RAW32, 4
-            else:
-                t = ref.OperandType.parse(out)
-                txn["out_kind"], txn["out_bits"] = KIND_OF_ENCODING[t.encoding], t.bits
+                txn["out_bits"] = 4             # ignored by a raw output
             txns.append(txn)
     # Saturation both ways, and the round-half-up boundary for both signs.
     for acc, bias in ((INT32_MAX, INT32_MAX), (INT32_MIN, INT32_MIN), (INT32_MAX, 1),
@@ -260,12 +262,7 @@ def rounding_window_txns(rng, tag0):
                 t = (y << shift) | low
                 if not INT32_MIN <= t <= INT32_MAX:
                     continue
-                out = OUT_TYPES[int(rng.integers(0, len(OUT_TYPES)))]
-                if out == "int32":
-                    kind, bits = OutputKind.RAW32, 0
-                else:
-                    ot = ref.OperandType.parse(out)
-                    kind, bits = KIND_OF_ENCODING[ot.encoding], ot.bits
+                kind, bits = kind_and_bits(OUT_TYPES[int(rng.integers(0, len(OUT_TYPES)))])
                 txns.append(dict(acc=t, bias=0, mult=1, shift=shift,
                                  relu=int(rng.integers(0, 2)), out_kind=kind, out_bits=bits,
                                  tag=tag0 + len(txns)))
@@ -283,7 +280,7 @@ def test_rounding_window_edges(depth):
     received = run_stream(OutputStage(tag_width=tag_width, pipeline_depth=depth), txns, rng)
     check(txns, received)
     # both clamp directions and in-range values came out of every signed / unsigned width
-    values = {(r["value"]) for r in received}
+    values = {r["value"] for r in received}
     assert {-8, -2, 0, 1, 3, 7, 15} <= values
 
 

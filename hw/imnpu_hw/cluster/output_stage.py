@@ -294,12 +294,12 @@ class OutputStage(wiring.Component):
         q_neg = neg_big | (hi_ones & ~r5[5])
         zero = s["relu"] & q_neg                        # ReLU: q is 0
         ctl = {k: s[k] for k in ("valid", "tag", "error", "kind", "bits")}
-        s = stage("Q", r5=r5, pos_big=pos_big & ~zero, neg_big=neg_big & ~zero,
+        s = stage("Q", r5=Mux(zero, 0, r5), pos_big=pos_big & ~zero, neg_big=neg_big & ~zero,
                   hi_zero=hi_zero | zero, hi_ones=hi_ones & ~zero, neg=q_neg & ~zero,
-                  zero=zero, raw=s["raw"], saturated=s["saturated"], **ctl)
+                  raw=s["raw"], saturated=s["saturated"], **ctl)
 
         # -- clamp / sign / raw, lane code ----------------------------------
-        r5 = Mux(s["zero"], 0, s["r5"])
+        r5 = s["r5"]
 
         def at_least(k):
             """q >= 2**k (k <= 4)."""

@@ -517,7 +517,7 @@ def _compress(m, products, count_bits, cut=None):
         return object(), object()
     _, rounds = _reduce({0: [_Product(n) for n in range(len(products))]}, count_bits, dry)
 
-    ops = {n: p for n, p in enumerate(products)}
+    ops = list(products)               # a cut replaces a pending product's operands
 
     def explicit(item, name):
         if not isinstance(item, _Product):
