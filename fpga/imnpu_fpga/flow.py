@@ -27,6 +27,10 @@ Synthesis choices (the same for every block):
 * the block under test keeps its hierarchy (``keep_hierarchy``) so that
   ``stat`` reports it apart from the wrapper.
 
+Placement choice: on ECP5 the tile arrays' block RAMs get fixed sites before
+placement, each tile's side by side in one block RAM row
+(:mod:`imnpu_fpga.floorplan`; ``--no-floorplan`` leaves them to the placer).
+
 Out-of-context blocks (``--block tile|cluster|top|builder``) sit in
 :class:`imnpu_fpga.wrapper.Harness` (LFSR-driven inputs, XOR-reduced outputs)
 inside the board wrapper, so they are placed and routed on the real device with
@@ -45,6 +49,7 @@ import time
 from pathlib import Path
 
 from .boards import BOARDS, get_board
+from .floorplan import apply as apply_floorplan
 from .wrapper import BoardTop, Harness, PLL_MODULE
 
 __all__ = ["BLOCKS", "ToolError", "find_tool", "build_top", "write_verilog", "synthesize",
@@ -338,10 +343,24 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=
     return seconds
 
 
-def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER):
-    """nextpnr packing and placement (``--no-route``): ``placed.json`` for :func:`route`,
-    ``place_report.json`` with nextpnr's post-placement timing estimate and critical
-    paths, and ``place.sdf`` with the placer's delay estimates (``placed_timing``).
+def floorplan(board, work):
+    """Write ``floorplanned.json``: ``synth.json`` with the tile block RAMs at fixed
+    sites (:mod:`imnpu_fpga.floorplan`). Returns the floorplan's summary, or ``None``
+    when the board's family has none (the netlist is then placed as it is)."""
+    if board.family != "ecp5":
+        return None
+    netlist = json.loads((work / "synth.json").read_text())
+    summary = apply_floorplan(netlist, board.nextpnr_args[0].lstrip("-"))
+    (work / "floorplanned.json").write_text(json.dumps(netlist))
+    log(f"floorplan: {summary}")
+    return summary
+
+
+def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="synth.json"):
+    """nextpnr packing and placement (``--no-route``) of ``netlist``: ``placed.json``
+    for :func:`route`, ``place_report.json`` with nextpnr's post-placement timing
+    estimate and critical paths, and ``place.sdf`` with the placer's delay estimates
+    (``placed_timing``).
 
     ``--freq`` (the core clock) is the constraint of clocks the constraint file and
     the PLL do not constrain; ``placed.json`` keeps it for :func:`route`, which reads
@@ -350,7 +369,7 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER):
     shutil.copy(board.constraint_path, constraints)
     cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
            "--lpf" if board.family == "ecp5" else "--pcf", constraints.name,
-           "--json", "synth.json", "--freq", f"{clock_mhz:g}", "--no-route",
+           "--json", netlist, "--freq", f"{clock_mhz:g}", "--no-route",
            "--write", "placed.json",
            "--sdf", "place.sdf", "--report", "place_report.json", "--detailed-timing-report",
            "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "place.log",
@@ -358,6 +377,14 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER):
     return _run(cmd, work / "place.stdout", "placement (nextpnr --no-route)", work,
                 progress=lambda: _nextpnr_progress(work / "place.log"),
                 abort=lambda: _over_utilised(work / "place.log"))
+
+
+def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta):
+    t0 = time.monotonic()
+    summary = floorplan(board, work) if use_floorplan else None
+    meta["floorplan"] = summary
+    netlist = "floorplanned.json" if summary is not None else "synth.json"
+    return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist)
 
 
 def _set_router(placed, router):
@@ -458,7 +485,7 @@ def work_dir(board, config_name, block, out=None):
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
         do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True,
-        placer=DEFAULT_PLACER):
+        placer=DEFAULT_PLACER, use_floorplan=True):
     from imnpu_hw import get_config
     from .report import build_report
 
@@ -507,7 +534,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
             "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
-            "seed": seed}
+            "seed": seed, "use_floorplan": use_floorplan}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -548,7 +575,9 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     place_key = _key([synth_key, board.constraint_path.read_text(), "placed.json",
                       repr(board.nextpnr_args), repr(PLACERS[placer]), str(seed),
                       f"{clock_mhz:g}",
-                      _version(f"yowasp-nextpnr-{board.family}")])
+                      _version(f"yowasp-nextpnr-{board.family}"),
+                      (Path(__file__).parent / "floorplan.py").read_text() if use_floorplan
+                      else "no floorplan"])
     meta["seconds"]["placement"] = meta["seconds"]["routing"] = 0
 
     def step(name, key_file, key, outputs, stale, action):
@@ -572,7 +601,10 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     placed = do_pnr and step("placement", "place.key", place_key,
                              ("place_report.json", "place.sdf", "placed.json"),
                              ("pnr.key", "pnr_report.json", routed),
-                             lambda: place(board, work, seed, clock_mhz, placer))
+                             lambda: _place_step(board, work, seed, clock_mhz, placer,
+                                                 use_floorplan, meta))
+    if placed and "floorplan" not in meta:
+        meta["floorplan"] = old.get("floorplan")
     if placed and not do_route:
         meta["placed_only"] = True
     elif placed:
@@ -613,6 +645,9 @@ def main(argv=None):
                    help=f"nextpnr placer (default {DEFAULT_PLACER})")
     p.add_argument("--router", choices=("router1", "router2"), default="router2",
                    help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
+    p.add_argument("--no-floorplan", action="store_true",
+                   help="leave the tile block RAMs to the placer (ECP5; default: fixed "
+                        "sites, imnpu_fpga.floorplan)")
     p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
                    help="ECP5 LUT mapper: abc9 (synth_ecp5's default, fewer LUTs), the classic "
                         "abc, or auto (abc9, falling back to abc when WebAssembly abc9 runs "
@@ -658,7 +693,8 @@ def main(argv=None):
             return 0
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
-            router=args.router, do_route=not args.no_route, placer=args.placer)
+            router=args.router, do_route=not args.no_route, placer=args.placer,
+            use_floorplan=not args.no_floorplan)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

@@ -397,7 +397,9 @@ def build_report(work, board, config, meta):
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
               f"{meta.get('router', 'router2')}, placer {meta.get('placer', 'heap')} with seed "
               f"{meta.get('seed', 1)}. "
-              f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
+              + (f"Floorplan: {meta['floorplan']} (`FLOORPLAN=0`: none). "
+                 if meta.get("floorplan") else "")
+              + f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
@@ -406,6 +408,7 @@ def build_report(work, board, config, meta):
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
               + (" PLACE_ONLY=1" if placed_only else "")
+              + (" FLOORPLAN=0" if meta.get("use_floorplan") is False else "")
               + "`", ""]
 
     summary = [f"{config.name} {meta['block']} on {board.name} ({board.device}):"]

@@ -250,3 +250,96 @@ def test_placed_timing_refuses_a_bad_period_and_an_empty_design(tmp_path):
     empty.write_text("(DELAYFILE\n)\n")
     with pytest.raises(ValueError, match="no register-to-register path"):
         analyse(empty, period_ns=10)
+
+
+# -- floorplan -----------------------------------------------------------------------
+
+def _site(site):
+    x, y, bel = site.split("/")
+    return int(x[1:]), int(y[1:]), bel
+
+
+def test_floorplan_keeps_each_tile_in_one_row_of_adjacent_block_rams():
+    from imnpu_fpga.floorplan import EBR_GRID, plan
+    rows, columns = EBR_GRID["85k"]
+    assert len(columns) == 52 and len(set(columns)) == 52     # LFE5U-85F: 4 x 52 = 208 EBR
+    order = {(x, f"EBR{k}"): n for n, (x, k) in enumerate(columns)}
+    sites = plan("85k", clusters=2, tiles=4, ebr_per_tile=8)
+    assert sorted(sites) == [(c, t) for c in range(2) for t in range(4)]
+    every = [s for v in sites.values() for s in v]
+    assert len(every) == len(set(every)) == 64                # no site twice
+    for (c, t), tile in sites.items():
+        placed = [_site(s) for s in tile]
+        assert len({y for _, y, _ in placed}) == 1 and placed[0][1] in rows
+        index = [order[(x, bel)] for x, _, bel in placed]
+        assert index == list(range(index[0], index[0] + 8)), (c, t, tile)
+        # cluster c in the c-th half of the block RAM columns
+        assert all(c * 26 <= i < (c + 1) * 26 for i in index), (c, t, index)
+    # the four tiles of a cluster over two rows, two apart in each
+    assert {_site(sites[(0, t)][0])[1] for t in range(4)} == {22, 70}
+
+
+def test_floorplan_refuses_what_it_cannot_place():
+    from imnpu_fpga.floorplan import plan
+    assert "no block RAM grid" in plan("25k", 1, 1, 2)
+    assert "do not fit in a strip" in plan("85k", 2, 1, 27)
+    assert "do not fit in 4 block RAM rows" in plan("85k", 2, 13, 8)
+    one = plan("85k", 1, 1, 2)                               # the tiny tile alone
+    assert len(one[(0, 0)]) == 2
+
+
+def _netlist(clusters, tiles, banks):
+    cell = {"type": "DP16KD", "attributes": {}}
+    modules = {"top.design.imnpu.cluster0": {"cells": {"act.0.0": dict(cell)}}}
+    for c in range(clusters):
+        for t in range(tiles):
+            cells = {f"bank0.0.{k}": {"type": "DP16KD", "attributes": {}} for k in banks}
+            cells["l0_row0"] = {"type": "TRELLIS_FF", "attributes": {}}
+            modules[f"top.design.imnpu.cluster{c}.tiles.tile{t}"] = {"cells": cells}
+    return {"modules": modules}
+
+
+def test_floorplan_sets_the_sites_of_tile_block_rams_only():
+    from imnpu_fpga.floorplan import apply, plan
+    netlist = _netlist(2, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 8, 9])
+    summary = apply(netlist, "85k")
+    assert "2 x 4 tiles, 12 block RAMs each" in summary
+    expected = plan("85k", 2, 4, 12)
+    for c in range(2):
+        for t in range(4):
+            cells = netlist["modules"][f"top.design.imnpu.cluster{c}.tiles.tile{t}"]["cells"]
+            # bank0.0.k on the k-th site: numeric, not text, order (bank0.0.10 after .9)
+            assert [cells[f"bank0.0.{k}"]["attributes"]["BEL"] for k in range(12)] \
+                == expected[(c, t)]
+            assert "BEL" not in cells["l0_row0"]["attributes"]
+    assert "BEL" not in netlist["modules"]["top.design.imnpu.cluster0"]["cells"]["act.0.0"][
+        "attributes"]
+
+
+def test_floorplan_leaves_a_netlist_it_cannot_place_alone():
+    from imnpu_fpga.floorplan import apply
+    netlist = _netlist(2, 4, range(8))
+    assert apply(netlist, "45k").endswith("no floorplan")
+    netlist = _netlist(1, 2, range(3))
+    del netlist["modules"]["top.design.imnpu.cluster0.tiles.tile1"]["cells"]["bank0.0.2"]
+    assert "different block RAM counts" in apply(netlist, "85k")
+    assert "no tile block RAMs" in apply({"modules": {"top": {"cells": {}}}}, "85k")
+    for module in netlist["modules"].values():
+        assert all("BEL" not in c["attributes"] for c in module["cells"].values())
+
+
+def test_placement_reads_the_floorplanned_netlist(monkeypatch, tmp_path):
+    board = boards.get_board("ulx3s")
+    calls = []
+    monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
+    (tmp_path / "synth.json").write_text(json.dumps(_netlist(2, 4, range(8))))
+    meta = {}
+    flow._place_step(board, tmp_path, 1, 50.0, "heap", True, meta)
+    assert calls[-1][calls[-1].index("--json") + 1] == "floorplanned.json"
+    assert meta["floorplan"].startswith("2 x 4 tiles")
+    placed = json.loads((tmp_path / "floorplanned.json").read_text())
+    tile = placed["modules"]["top.design.imnpu.cluster1.tiles.tile3"]["cells"]
+    assert tile["bank0.0.0"]["attributes"]["BEL"].startswith("X")
+    flow._place_step(board, tmp_path, 1, 50.0, "heap", False, meta)
+    assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
+    assert meta["floorplan"] is None
