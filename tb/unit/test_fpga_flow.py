@@ -161,6 +161,9 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     assert "--no-pack" in route_cmd and "--no-place" in route_cmd
     assert "--no-route" not in route_cmd and "--seed" not in route_cmd
     assert route_cmd[route_cmd.index("--router") + 1] == "router2"
+    # router2 on two threads, placement on one (its result does not depend on the cores)
+    assert route_cmd[route_cmd.index("--threads") + 1] == str(flow.ROUTE_THREADS) == "2"
+    assert place_cmd[place_cmd.index("--threads") + 1] == "1"
     routed = "--textcfg" if board.family == "ecp5" else "--asc"
     assert routed in route_cmd and routed not in place_cmd
 
