@@ -107,8 +107,9 @@ class Cluster(wiring.Component):
     tile_bus : ``In(stream.Signature(BusRequest))``, tile_bus_resp : response
         Host access to the tile arrays in memory mode: ``addr`` is
         ``tile << tile_addr_bits | tile.bus_address(row, word)`` (32-bit words);
-        refused with ``error`` while busy or for a tile ``>= T``. Answered two
-        cycles after the request (it passes a register on its way to the tile).
+        refused with ``error`` while busy or for a tile ``>= T``. Answered three
+        cycles after the request (it passes a register on its way to the tile, and
+        the tile's answer one next to the tile).
         Weights loaded this way are used by layers whose descriptor has
         ``weights = RESIDENT_WEIGHTS``.
     """
@@ -1069,21 +1070,28 @@ class Cluster(wiring.Component):
                     tile_req[t].write.eq(tb.payload.write),
                     tile_req[t].data.eq(tb.payload.data),
                 ]
-        # the tile answers the cycle after it takes the registered request
+        # the tile answers the cycle after it takes the registered request; its answer
+        # is registered next to it (the block RAMs' slow output and the tile's word
+        # select then end in a register, not in the far end of the host window)
         req_valid, req_refused = Signal(), Signal()
         req_tile = Signal.like(tile_sel)
         m.d.sync += [req_valid.eq(tb.valid), req_refused.eq(tb.valid & ~tile_ok),
                      req_tile.eq(tile_sel)]
+        ans_valid, ans_refused = Signal(), Signal()
+        ans_tile = Signal.like(tile_sel)
+        m.d.sync += [ans_valid.eq(req_valid), ans_refused.eq(req_refused), ans_tile.eq(req_tile)]
+        ans = [Signal.like(tile_resp.payload, name=f"tile_ans{t}")
+               for t, tile_resp in enumerate(tiles.bus_resp)]
+        m.d.sync += [a.eq(tile_resp.payload) for a, tile_resp in zip(ans, tiles.bus_resp)]
         resp_tile = Signal.like(tile_sel)
         refused = Signal()
-        m.d.sync += [self.tile_bus_resp.valid.eq(req_valid), refused.eq(req_refused),
-                     resp_tile.eq(req_tile)]
+        m.d.sync += [self.tile_bus_resp.valid.eq(ans_valid), refused.eq(ans_refused),
+                     resp_tile.eq(ans_tile)]
         with m.Switch(resp_tile):
-            for t, tile_resp in enumerate(tiles.bus_resp):
+            for t, a in enumerate(ans):
                 with m.Case(t):
-                    m.d.comb += [self.tile_bus_resp.payload.data.eq(tile_resp.payload.data),
-                                 self.tile_bus_resp.payload.error.eq(
-                                     refused | tile_resp.payload.error)]
+                    m.d.comb += [self.tile_bus_resp.payload.data.eq(a.data),
+                                 self.tile_bus_resp.payload.error.eq(refused | a.error)]
             with m.Default():
                 m.d.comb += self.tile_bus_resp.payload.error.eq(1)
         return m

@@ -6,7 +6,8 @@ accesses answer two cycles after acceptance; window accesses (activation memory,
 tile arrays) go through the cluster's own host ports and are answered when
 ``win_resp`` says so (in :class:`IMNPU`, which registers the request once and
 the response twice: five cycles after the request; the activation memory's
-answer passes a register of its own, the tile arrays' requests one more).
+answer passes a register of its own, the tile arrays' requests one more and
+their answers two).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal

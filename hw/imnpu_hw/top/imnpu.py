@@ -188,22 +188,23 @@ class IMNPU(wiring.Component):
             m.d.sync += refused.eq(win_valid & (win.cluster == c) &
                                    Mux(win.tile, ~host_tile, dma.busy))
             m.d.sync += [resp_valid[c].eq(0), resp_error[c].eq(0), resp_data[c].eq(0)]
-            # (the activation memory a cycle after the request, the tile arrays two; the
-            # activation memory's answer first passes a register of its own, next to
-            # its block RAM, so both answer two cycles after the request)
+            # (the activation memory a cycle after the request, the tile arrays three;
+            # the activation memory's answer first passes a register of its own, next
+            # to its block RAM, so it answers two cycles after the request)
             act_valid = Signal(name=f"win_act_valid{c}")
             act = Signal.like(cluster.act_resp.payload, name=f"win_act{c}")
             m.d.sync += [act_valid.eq(cluster.act_resp.valid), act.eq(cluster.act_resp.payload)]
             act_wait = Signal(name=f"win_act_wait{c}")
-            tile_wait = Signal(name=f"win_tile_wait{c}")
+            tile_wait = [Signal(name=f"win_tile_wait{c}_{k}") for k in range(2)]
             m.d.sync += [act_wait.eq(win_pending & (win_cluster == c) & ~win_tile & ~refused),
-                         tile_wait.eq(win_pending & (win_cluster == c) & win_tile & ~refused)]
+                         tile_wait[0].eq(win_pending & (win_cluster == c) & win_tile & ~refused),
+                         tile_wait[1].eq(tile_wait[0])]
             with m.If(win_pending & (win_cluster == c) & refused):
                 m.d.sync += [resp_valid[c].eq(1), resp_error[c].eq(1)]
             with m.If(act_wait):
                 m.d.sync += [resp_valid[c].eq(act_valid), resp_data[c].eq(act.data),
                              resp_error[c].eq(act.error)]
-            with m.If(tile_wait):
+            with m.If(tile_wait[1]):
                 m.d.sync += [resp_valid[c].eq(cluster.tile_bus_resp.valid),
                              resp_data[c].eq(cluster.tile_bus_resp.payload.data),
                              resp_error[c].eq(cluster.tile_bus_resp.payload.error)]
