@@ -397,8 +397,7 @@ def build_report(work, board, config, meta):
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
               f"{meta.get('router', 'router2')}, placer {meta.get('placer', 'heap')} with seed "
               f"{meta.get('seed', 1)}. "
-              + (f"Floorplan: {meta['floorplan']} (`FLOORPLAN=0`: none). "
-                 if meta.get("floorplan") else "")
+              + (f"Floorplan: {meta['floorplan']}. " if meta.get("floorplan") else "")
               + f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
