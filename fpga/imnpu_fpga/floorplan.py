@@ -16,7 +16,8 @@ tiles, and the logic they share, stay together; the tiles of a strip are
 spread over the block RAM rows and evenly along them. Everything else (the
 activation memories, accumulators, logic) stays with the placer.
 
-Only devices whose block RAM grid is listed in :data:`EBR_GRID` get a
+A cluster out of context (``BLOCK=cluster``) is one cluster over all the
+columns. Only devices whose block RAM grid is listed in :data:`EBR_GRID` get a
 floorplan; on others, and when the tiles do not fit, :func:`apply` leaves the
 netlist as it is and says why.
 """
@@ -42,7 +43,9 @@ EBR_GRID = {
     "85k": ((22, 70, 46, 82), _ebr_columns_85f()),
 }
 
-_TILE_MODULE = re.compile(r"\.cluster(\d+)\.tiles\.tile(\d+)$")
+#: a tile of a cluster's tile group; a cluster out of context (``BLOCK=cluster``) has
+#: no index and counts as cluster 0
+_TILE_MODULE = re.compile(r"(?:\.cluster(\d+))?\.tiles\.tile(\d+)$")
 _BANK_CELL = re.compile(r"^bank(\d+)\.(\d+)\.(\d+)$")
 
 
@@ -61,7 +64,7 @@ def tile_ebr_cells(netlist):
             if info.get("type") == "DP16KD" and b:
                 cells.append((tuple(int(v) for v in b.groups()), cell))
         if cells:
-            tiles[(int(m[1]), int(m[2]))] = (name, [c for _, c in sorted(cells)])
+            tiles[(int(m[1] or 0), int(m[2]))] = (name, [c for _, c in sorted(cells)])
     return tiles
 
 

@@ -319,6 +319,18 @@ def test_floorplan_sets_the_sites_of_tile_block_rams_only():
         "attributes"]
 
 
+def test_floorplan_of_a_cluster_out_of_context():
+    from imnpu_fpga.floorplan import apply, plan
+    netlist = {"modules": {f"top.design.dut.tiles.tile{t}": {"cells": {
+        f"bank0.0.{k}": {"type": "DP16KD", "attributes": {}} for k in range(8)}}
+        for t in range(4)}}
+    assert apply(netlist, "85k").startswith("1 x 4 tiles")
+    sites = plan("85k", 1, 4, 8)
+    for t in range(4):
+        cells = netlist["modules"][f"top.design.dut.tiles.tile{t}"]["cells"]
+        assert [cells[f"bank0.0.{k}"]["attributes"]["BEL"] for k in range(8)] == sites[(0, t)]
+
+
 def test_floorplan_leaves_a_netlist_it_cannot_place_alone():
     from imnpu_fpga.floorplan import apply
     netlist = _netlist(2, 4, range(8))
