@@ -37,11 +37,17 @@ def _ebr_columns_85f():
     return cols
 
 
-#: device -> (block RAM rows, preferred first; [(column, EBR index in its group)])
-#: read from nextpnr's placements on the LFE5U-85F (``NEXTPNR_BEL`` ``X<x>/Y<y>/EBR<k>``)
+#: device (part name up to its speed grade) -> (block RAM rows, preferred first;
+#: [(column, EBR index in its group)]), read from nextpnr's placements on the
+#: LFE5U-85F (``NEXTPNR_BEL`` ``X<x>/Y<y>/EBR<k>``)
 EBR_GRID = {
-    "85k": ((22, 70, 46, 82), _ebr_columns_85f()),
+    "LFE5U-85F": ((22, 70, 46, 82), _ebr_columns_85f()),
 }
+
+
+def _grid(device):
+    """The :data:`EBR_GRID` entry of a part name (``LFE5U-85F-6BG381C``), or ``None``."""
+    return next((g for part, g in EBR_GRID.items() if device.startswith(part)), None)
 
 #: a tile of a cluster's tile group; a cluster out of context (``BLOCK=cluster``) has
 #: no index and counts as cluster 0
@@ -78,9 +84,9 @@ def plan(device, clusters, tiles, ebr_per_tile):
     height of the device), a tile's block RAMs adjacent, the tiles of a row evenly
     spaced along the strip.
     """
-    if device not in EBR_GRID:
+    if _grid(device) is None:
         return f"no block RAM grid known for device {device!r}"
-    rows, columns = EBR_GRID[device]
+    rows, columns = _grid(device)
     strip = len(columns) // clusters
     per_row = strip // ebr_per_tile if ebr_per_tile else 0
     if per_row == 0:
@@ -105,24 +111,26 @@ def plan(device, clusters, tiles, ebr_per_tile):
 
 def apply(netlist, device):
     """Set the ``BEL`` attribute of every tile block RAM in ``netlist`` (a yosys JSON
-    netlist, changed in place) after :func:`plan`. Returns a one-line summary."""
+    netlist, changed in place) after :func:`plan`. Returns the number of cells fixed
+    and a one-line summary."""
     found = tile_ebr_cells(netlist)
     if not found:
-        return "no tile block RAMs in the netlist: no floorplan"
+        return 0, "no tile block RAMs in the netlist: no floorplan"
     clusters = 1 + max(c for c, _ in found)
     tiles = 1 + max(t for _, t in found)
     counts = {len(cells) for _, cells in found.values()}
     if len(found) != clusters * tiles or len(counts) != 1:
-        return (f"tiles with different block RAM counts ({sorted(counts)}) or missing "
-                f"tiles: no floorplan")
+        return 0, (f"tiles with different block RAM counts ({sorted(counts)}) or missing "
+                   f"tiles: no floorplan")
     per_tile = counts.pop()
     sites = plan(device, clusters, tiles, per_tile)
     if isinstance(sites, str):
-        return f"{sites}: no floorplan"
+        return 0, f"{sites}: no floorplan"
     for key, (module, cells) in found.items():
         for cell, site in zip(cells, sites[key]):
             attrs = netlist["modules"][module]["cells"][cell].setdefault("attributes", {})
             attrs["BEL"] = site
     rows = sorted({s.split("/")[1] for v in sites.values() for s in v})
-    return (f"{clusters} x {tiles} tiles, {per_tile} block RAMs each, fixed in block RAM "
-            f"rows {', '.join(r[1:] for r in rows)} (one strip of columns per cluster)")
+    return len(found) * per_tile, (
+        f"{clusters} x {tiles} tiles, {per_tile} block RAMs each, fixed in block RAM "
+        f"rows {', '.join(r[1:] for r in rows)} (one strip of columns per cluster)")

@@ -81,16 +81,16 @@ SOFT_MUL_MAX = 6
 #: the `fpga` cluster at 48 MHz)
 TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 
-#: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
-#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
-#: router2 gets further on it, though not to the end yet, than on the analytic
-#: placement of the 91 %-full ECP5-85F, whose timing estimate is better)
 #: router2 routes the nets of four quadrants of the device in parallel threads, the
 #: rest serially: two threads take an iteration on the `fpga` self-test from about
 #: two minutes to one on the two-core machine (a fixed number, so that the result
 #: does not depend on the machine's cores; placement stays on one thread)
 ROUTE_THREADS = 2
 
+#: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
+#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
+#: router2 gets further on it, though not to the end yet, than on the analytic
+#: placement of the 91 %-full ECP5-85F, whose timing estimate is better)
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 
@@ -350,16 +350,19 @@ def synthesize(board, work, top_name, sources, kept_module, abc9=True, core_mhz=
 
 
 def floorplan(board, work):
-    """Write ``floorplanned.json``: ``synth.json`` with the tile block RAMs at fixed
-    sites (:mod:`imnpu_fpga.floorplan`). Returns the floorplan's summary, or ``None``
-    when the board's family has none (the netlist is then placed as it is)."""
+    """The tile block RAMs at fixed sites (:mod:`imnpu_fpga.floorplan`): returns the
+    netlist to place (``floorplanned.json``, a copy of ``synth.json`` with the sites,
+    or ``synth.json`` when nothing was fixed) and the floorplan's summary (``None``
+    when the board's family has none)."""
     if board.family != "ecp5":
-        return None
+        return "synth.json", None
     netlist = json.loads((work / "synth.json").read_text())
-    summary = apply_floorplan(netlist, board.nextpnr_args[0].lstrip("-"))
-    (work / "floorplanned.json").write_text(json.dumps(netlist))
+    fixed, summary = apply_floorplan(netlist, board.device)
     log(f"floorplan: {summary}")
-    return summary
+    if not fixed:
+        return "synth.json", summary
+    (work / "floorplanned.json").write_text(json.dumps(netlist))
+    return "floorplanned.json", summary
 
 
 def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="synth.json"):
@@ -387,9 +390,7 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="s
 
 def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta):
     t0 = time.monotonic()
-    summary = floorplan(board, work) if use_floorplan else None
-    meta["floorplan"] = summary
-    netlist = "floorplanned.json" if summary is not None else "synth.json"
+    netlist, meta["floorplan"] = floorplan(board, work) if use_floorplan else ("synth.json", None)
     return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist)
 
 

@@ -257,6 +257,8 @@ def test_placed_timing_refuses_a_bad_period_and_an_empty_design(tmp_path):
 
 # -- floorplan -----------------------------------------------------------------------
 
+DEVICE = boards.get_board("ulx3s").device          # LFE5U-85F-6BG381C
+
 def _site(site):
     x, y, bel = site.split("/")
     return int(x[1:]), int(y[1:]), bel
@@ -264,10 +266,10 @@ def _site(site):
 
 def test_floorplan_keeps_each_tile_in_one_row_of_adjacent_block_rams():
     from imnpu_fpga.floorplan import EBR_GRID, plan
-    rows, columns = EBR_GRID["85k"]
+    rows, columns = EBR_GRID["LFE5U-85F"]
     assert len(columns) == 52 and len(set(columns)) == 52     # LFE5U-85F: 4 x 52 = 208 EBR
     order = {(x, f"EBR{k}"): n for n, (x, k) in enumerate(columns)}
-    sites = plan("85k", clusters=2, tiles=4, ebr_per_tile=8)
+    sites = plan(DEVICE, clusters=2, tiles=4, ebr_per_tile=8)
     assert sorted(sites) == [(c, t) for c in range(2) for t in range(4)]
     every = [s for v in sites.values() for s in v]
     assert len(every) == len(set(every)) == 64                # no site twice
@@ -284,10 +286,10 @@ def test_floorplan_keeps_each_tile_in_one_row_of_adjacent_block_rams():
 
 def test_floorplan_refuses_what_it_cannot_place():
     from imnpu_fpga.floorplan import plan
-    assert "no block RAM grid" in plan("25k", 1, 1, 2)
-    assert "do not fit in a strip" in plan("85k", 2, 1, 27)
-    assert "do not fit in 4 block RAM rows" in plan("85k", 2, 13, 8)
-    one = plan("85k", 1, 1, 2)                               # the tiny tile alone
+    assert "no block RAM grid" in plan("LFE5U-25F-6BG381C", 1, 1, 2)
+    assert "do not fit in a strip" in plan(DEVICE, 2, 1, 27)
+    assert "do not fit in 4 block RAM rows" in plan(DEVICE, 2, 13, 8)
+    one = plan(DEVICE, 1, 1, 2)                               # the tiny tile alone
     assert len(one[(0, 0)]) == 2
 
 
@@ -305,9 +307,10 @@ def _netlist(clusters, tiles, banks):
 def test_floorplan_sets_the_sites_of_tile_block_rams_only():
     from imnpu_fpga.floorplan import apply, plan
     netlist = _netlist(2, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 8, 9])
-    summary = apply(netlist, "85k")
+    fixed, summary = apply(netlist, DEVICE)
+    assert fixed == 2 * 4 * 12
     assert "2 x 4 tiles, 12 block RAMs each" in summary
-    expected = plan("85k", 2, 4, 12)
+    expected = plan(DEVICE, 2, 4, 12)
     for c in range(2):
         for t in range(4):
             cells = netlist["modules"][f"top.design.imnpu.cluster{c}.tiles.tile{t}"]["cells"]
@@ -324,8 +327,9 @@ def test_floorplan_of_a_cluster_out_of_context():
     netlist = {"modules": {f"top.design.dut.tiles.tile{t}": {"cells": {
         f"bank0.0.{k}": {"type": "DP16KD", "attributes": {}} for k in range(8)}}
         for t in range(4)}}
-    assert apply(netlist, "85k").startswith("1 x 4 tiles")
-    sites = plan("85k", 1, 4, 8)
+    fixed, summary = apply(netlist, DEVICE)
+    assert fixed == 32 and summary.startswith("1 x 4 tiles")
+    sites = plan(DEVICE, 1, 4, 8)
     for t in range(4):
         cells = netlist["modules"][f"top.design.dut.tiles.tile{t}"]["cells"]
         assert [cells[f"bank0.0.{k}"]["attributes"]["BEL"] for k in range(8)] == sites[(0, t)]
@@ -334,11 +338,13 @@ def test_floorplan_of_a_cluster_out_of_context():
 def test_floorplan_leaves_a_netlist_it_cannot_place_alone():
     from imnpu_fpga.floorplan import apply
     netlist = _netlist(2, 4, range(8))
-    assert apply(netlist, "45k").endswith("no floorplan")
+    fixed, summary = apply(netlist, "LFE5U-45F-6BG381C")
+    assert fixed == 0 and summary.endswith("no floorplan")
     netlist = _netlist(1, 2, range(3))
     del netlist["modules"]["top.design.imnpu.cluster0.tiles.tile1"]["cells"]["bank0.0.2"]
-    assert "different block RAM counts" in apply(netlist, "85k")
-    assert "no tile block RAMs" in apply({"modules": {"top": {"cells": {}}}}, "85k")
+    assert "different block RAM counts" in apply(netlist, DEVICE)[1]
+    assert apply({"modules": {"top": {"cells": {}}}}, DEVICE)[0] == 0
+    assert "no tile block RAMs" in apply({"modules": {"top": {"cells": {}}}}, DEVICE)[1]
     for module in netlist["modules"].values():
         assert all("BEL" not in c["attributes"] for c in module["cells"].values())
 
@@ -358,3 +364,10 @@ def test_placement_reads_the_floorplanned_netlist(monkeypatch, tmp_path):
     flow._place_step(board, tmp_path, 1, 50.0, "heap", False, meta)
     assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
     assert meta["floorplan"] is None
+    # nothing to fix (a block without a tile group): synth.json as it is, no copy
+    (tmp_path / "floorplanned.json").unlink()
+    (tmp_path / "synth.json").write_text(json.dumps({"modules": {"top": {"cells": {}}}}))
+    flow._place_step(board, tmp_path, 1, 50.0, "heap", True, meta)
+    assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
+    assert "no floorplan" in meta["floorplan"]
+    assert not (tmp_path / "floorplanned.json").exists()
