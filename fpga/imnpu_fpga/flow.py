@@ -246,6 +246,34 @@ def _nextpnr_progress(logfile):
     return last[:100]
 
 
+#: router2 gives up (the flow stops it) when this many iterations in a row have not
+#: brought its count of over-used wires below its least so far
+ROUTE_STALL_ITERATIONS = 20
+_ROUTER2_ITER = re.compile(r"^Info:\s+iter=(\d+) .*?overused=(\d+)", re.M)
+
+
+def _router_stalled(logfile, patience=None):
+    """A reason to stop router2 (``None`` to let it run): ``patience`` iterations (default
+    :data:`ROUTE_STALL_ITERATIONS`) in a row without fewer over-used wires than its least
+    so far. router2 has no iteration limit: on a design it cannot route it runs on."""
+    patience = ROUTE_STALL_ITERATIONS if patience is None else patience
+    try:
+        text = Path(logfile).read_text(errors="replace")
+    except OSError:
+        return None
+    best = best_iter = None
+    last = 0
+    for m in _ROUTER2_ITER.finditer(text):
+        it, over = int(m[1]), int(m[2])
+        last = it
+        if best is None or over < best:
+            best, best_iter = over, it
+    if best is not None and last - best_iter >= patience:
+        return (f"router2 stalled: its least over-used wires {best:,} at iteration {best_iter}, "
+                f"none fewer in the {last - best_iter} iterations after")
+    return None
+
+
 def make_pll(board, core_mhz, work):
     """Generate the ``imnpu_pll`` module; returns ``(path, achieved MHz)``."""
     path = work / "pll.v"
@@ -420,7 +448,9 @@ def route(board, work, router="router2"):
            "--report", "pnr_report.json", "--detailed-timing-report",
            "--timing-allow-fail", "--threads", str(ROUTE_THREADS), "--log", "pnr.log"]
     return _run(cmd, work / "pnr.stdout", f"routing (nextpnr {router})", work,
-                progress=lambda: _nextpnr_progress(work / "pnr.log"))
+                progress=lambda: _nextpnr_progress(work / "pnr.log"),
+                abort=(lambda: _router_stalled(work / "pnr.log")) if router == "router2"
+                else None)
 
 
 def pack(board, work, name):

@@ -304,11 +304,11 @@ def _netlist(clusters, tiles, banks):
     return {"modules": modules}
 
 
-def test_floorplan_sets_the_sites_of_tile_block_rams_only():
+def test_floorplan_sets_the_sites_of_tile_block_rams():
     from imnpu_fpga.floorplan import apply, plan
     netlist = _netlist(2, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 8, 9])
     fixed, summary = apply(netlist, DEVICE)
-    assert fixed == 2 * 4 * 12
+    assert fixed == 2 * 4 * 12 + 1                            # and cluster 0's act.0.0
     assert "2 x 4 tiles, 12 block RAMs each" in summary
     expected = plan(DEVICE, 2, 4, 12)
     for c in range(2):
@@ -318,8 +318,92 @@ def test_floorplan_sets_the_sites_of_tile_block_rams_only():
             assert [cells[f"bank0.0.{k}"]["attributes"]["BEL"] for k in range(12)] \
                 == expected[(c, t)]
             assert "BEL" not in cells["l0_row0"]["attributes"]
-    assert "BEL" not in netlist["modules"]["top.design.imnpu.cluster0"]["cells"]["act.0.0"][
-        "attributes"]
+    act = netlist["modules"]["top.design.imnpu.cluster0"]["cells"]["act.0.0"]["attributes"]
+    assert _site(act["BEL"])[1] == 46                         # between the tile rows
+
+
+def _cluster_netlist(clusters=2, act=32, builder_dsp=17, pool_dsp=10):
+    def cells(kind, names):
+        return {n: {"type": kind, "attributes": {}} for n in names}
+    modules = {}
+    for c in range(clusters):
+        top = f"top.design.imnpu.cluster{c}"
+        own = cells("DP16KD", [f"act.0.{k}" for k in range(act)] + ["bias0.0.0", "acc0_0.0.0"])
+        own.update(cells("MULT18X18D", ["$1_MULT", "$2_MULT"]))
+        own["seq"] = {"type": "TRELLIS_FF", "attributes": {}}
+        modules[top] = {"cells": own}
+        modules[top + ".builder"] = {"cells": cells("MULT18X18D",
+                                                    [f"${k}_MULT" for k in range(builder_dsp)])}
+        modules[top + ".pool"] = {"cells": cells("MULT18X18D",
+                                                 [f"${k}_MULT" for k in range(pool_dsp)])}
+        modules[top + ".tiles"] = {"cells": cells("MULT18X18D", ["$9_MULT"])}
+        for t in range(4):
+            modules[f"{top}.tiles.tile{t}"] = {"cells": cells(
+                "DP16KD", [f"bank0.0.{k}" for k in range(8)])}
+    return {"modules": modules}
+
+
+def test_floorplan_orders_a_clusters_other_hard_blocks():
+    from imnpu_fpga.floorplan import cluster_hard_cells, tile_ebr_cells
+    netlist = _cluster_netlist(clusters=1, act=12, builder_dsp=2, pool_dsp=1)
+    tiles = {k: m for k, (m, _) in tile_ebr_cells(netlist).items()}
+    (ebr, dsp), = cluster_hard_cells(netlist, tiles).values()
+    top = "top.design.imnpu.cluster0"
+    # the activation memory first, in numeric order; then the other memories
+    assert ebr == [(top, f"act.0.{k}") for k in range(12)] + [
+        (top, "acc0_0.0.0"), (top, "bias0.0.0")]
+    # the builder's multipliers, the cluster's, the others'; none of the tile group's
+    assert dsp == [(top + ".builder", "$0_MULT"), (top + ".builder", "$1_MULT"),
+                   (top, "$1_MULT"), (top, "$2_MULT"), (top + ".pool", "$0_MULT")]
+
+
+def test_floorplan_puts_a_clusters_other_hard_blocks_in_its_strip():
+    from imnpu_fpga.floorplan import DSP_GRID, EBR_GRID, apply, plan
+    netlist = _cluster_netlist()
+    fixed, summary = apply(netlist, DEVICE)
+    assert fixed == 2 * (32 + 34 + 2 + 17 + 10)
+    assert summary.endswith("the clusters' other 68 block RAMs and 58 multipliers in their "
+                            "strips")
+    ebr_cols = {(x, f"EBR{k}"): n for n, (x, k) in enumerate(EBR_GRID["LFE5U-85F"][1])}
+    dsp_cols = {(x, f"MULT18_{k}"): n for n, (x, k) in enumerate(DSP_GRID["LFE5U-85F"][1])}
+    tiles = plan(DEVICE, 2, 4, 8)
+    every = []
+    for name, module in netlist["modules"].items():
+        c = int(name.split("cluster")[1][0])
+        for cell, info in module["cells"].items():
+            bel = info["attributes"].get("BEL")
+            if info["type"] == "TRELLIS_FF" or name.endswith(".tiles"):
+                assert bel is None, (name, cell)
+                continue
+            x, y, kind = _site(bel)
+            index = (ebr_cols if info["type"] == "DP16KD" else dsp_cols)[(x, kind)]
+            assert c * 26 <= index < (c + 1) * 26, (name, cell, bel)
+            assert y in (EBR_GRID if info["type"] == "DP16KD" else DSP_GRID)["LFE5U-85F"][0]
+            every.append(bel)
+    assert len(every) == len(set(every))                     # no site twice
+    assert set(every) >= {s for v in tiles.values() for s in v}
+    # the activation memory nearest the strip's centre between the tile rows
+    act = [_site(netlist["modules"]["top.design.imnpu.cluster0"]["cells"][f"act.0.{k}"][
+        "attributes"]["BEL"]) for k in range(32)]
+    assert sum(y == 46 for _, y, _ in act) >= 24
+    # a module's multipliers together: the builder's in one multiplier row
+    builder = netlist["modules"]["top.design.imnpu.cluster1.builder"]["cells"]
+    assert len({_site(c["attributes"]["BEL"])[1] for c in builder.values()}) == 1
+
+
+def test_floorplan_leaves_other_hard_blocks_it_cannot_fit_to_the_placer():
+    from imnpu_fpga.floorplan import apply, plan_cluster
+    assert "no block RAM and multiplier grid" in plan_cluster("LFE5U-25F", 0, 1, ["X8/Y22/EBR0"],
+                                                              [1], [1])
+    assert "79 other multipliers do not fit" in plan_cluster(
+        DEVICE, 0, 2, ["X8/Y22/EBR0"], [1], [79])
+    netlist = _cluster_netlist(act=90)                        # 92 + 16 tile > 4 x 26
+    fixed, summary = apply(netlist, DEVICE)
+    assert fixed == 2 * 4 * 8
+    assert "other block RAMs do not fit" in summary and summary.endswith("left to the placer")
+    for name, module in netlist["modules"].items():
+        if ".tiles.tile" not in name:
+            assert all("BEL" not in c["attributes"] for c in module["cells"].values()), name
 
 
 def test_floorplan_of_a_cluster_out_of_context():
@@ -371,3 +455,22 @@ def test_placement_reads_the_floorplanned_netlist(monkeypatch, tmp_path):
     assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
     assert "no floorplan" in meta["floorplan"]
     assert not (tmp_path / "floorplanned.json").exists()
+
+
+def test_routing_stops_when_router2_stalls(tmp_path):
+    log = tmp_path / "pnr.log"
+    assert flow._router_stalled(log) is None                  # no log yet
+    counts = [84601, 9482, 3913, 835] + [930 + i for i in range(19)]
+    log.write_text("Info: Running main router loop...\n" + "".join(
+        f"Info:     iter={i + 1} wires=1133777 overused={n} overuse={n + 9} archfail=NA\n"
+        for i, n in enumerate(counts)))
+    assert flow._router_stalled(log) is None                  # 19 iterations after the least
+    with log.open("a") as f:
+        f.write("Info:     iter=24 wires=1133777 overused=901 overuse=950 archfail=NA\n")
+    reason = flow._router_stalled(log)
+    assert reason == ("router2 stalled: its least over-used wires 835 at iteration 4, none "
+                      "fewer in the 20 iterations after")
+    with log.open("a") as f:                                   # a new least: runs on
+        f.write("Info:     iter=25 wires=1133777 overused=834 overuse=840 archfail=NA\n")
+    assert flow._router_stalled(log) is None
+    assert flow._router_stalled(log, patience=0) is not None
