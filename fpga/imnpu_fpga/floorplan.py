@@ -1,4 +1,4 @@
-"""Floorplan: fixed block RAM and multiplier sites for the clusters (ECP5).
+"""Floorplan: fixed block RAM sites for the DIMC tile arrays (ECP5).
 
 A DIMC tile reads its whole ``W``-bit row in one cycle, and each of its 16
 channel popcount trees takes a product from every nibble of that row. On the
@@ -13,16 +13,8 @@ row registers behind them were a third of the tiles' over-used wires.
 block RAMs, next to each other in one block RAM row, in an order that follows
 the row's bits. Each cluster gets a vertical strip of the device, so that its
 tiles, and the logic they share, stay together; the tiles of a strip are
-spread over the block RAM rows and evenly along them.
-
-The cluster's other hard blocks go into the same strip, nearest its centre
-first (the point between its tile rows): the activation memory, then the
-accumulator and channel parameter memories, and the multipliers (``MULT18X18D``)
-of the patch builder, the cluster, the pool and the output stages, in that
-order. Left to the placer they spread over the whole device (on the `fpga`
-self-test a builder's multipliers spanned columns 4 to 119, the two clusters'
-memories mixed), and so did the logic between them: the builder's longest
-paths were four fifths routing. The logic itself stays with the placer.
+spread over the block RAM rows and evenly along them. Everything else (the
+activation memories, accumulators, logic) stays with the placer.
 
 A cluster out of context (``BLOCK=cluster``) is one cluster over all the
 columns. Only devices whose block RAM grid is listed in :data:`EBR_GRID` get a
@@ -32,8 +24,7 @@ netlist as it is and says why.
 
 import re
 
-__all__ = ["EBR_GRID", "DSP_GRID", "tile_ebr_cells", "cluster_hard_cells", "plan",
-           "plan_cluster", "apply"]
+__all__ = ["EBR_GRID", "tile_ebr_cells", "plan", "apply"]
 
 
 def _ebr_columns_85f():
@@ -54,37 +45,14 @@ EBR_GRID = {
 }
 
 
-def _dsp_columns_85f():
-    # the block RAM groups' columns: MULT18_0, _1, _4 and _5 at offsets 0, 1, 4, 5
-    cols = []
-    for g in range(13):
-        base = 4 + 9 * g + (2 if g >= 7 else 0)
-        cols += [(base + k, k) for k in (0, 1, 4, 5)]
-    return cols
-
-
-#: device -> (multiplier rows; [(column, MULT18 index in its group)]), read from
-#: nextpnr's placements on the LFE5U-85F (``NEXTPNR_BEL`` ``X<x>/Y<y>/MULT18_<k>``)
-DSP_GRID = {
-    "LFE5U-85F": ((10, 34, 58), _dsp_columns_85f()),
-}
-
-
-def _grid(device, grids=EBR_GRID):
-    """The :data:`EBR_GRID` (or ``grids``) entry of a part name (``LFE5U-85F-6BG381C``),
-    or ``None``."""
-    return next((g for part, g in grids.items() if device.startswith(part)), None)
+def _grid(device):
+    """The :data:`EBR_GRID` entry of a part name (``LFE5U-85F-6BG381C``), or ``None``."""
+    return next((g for part, g in EBR_GRID.items() if device.startswith(part)), None)
 
 #: a tile of a cluster's tile group; a cluster out of context (``BLOCK=cluster``) has
 #: no index and counts as cluster 0
 _TILE_MODULE = re.compile(r"(?:\.cluster(\d+))?\.tiles\.tile(\d+)$")
 _BANK_CELL = re.compile(r"^bank(\d+)\.(\d+)\.(\d+)$")
-_NUMBERS = re.compile(r"(\d+)")
-
-
-def _natural(name):
-    # act.0.10 after act.0.9
-    return [int(p) if p.isdigit() else p for p in _NUMBERS.split(name)]
 
 
 def tile_ebr_cells(netlist):
@@ -104,74 +72,6 @@ def tile_ebr_cells(netlist):
         if cells:
             tiles[(int(m[1] or 0), int(m[2]))] = (name, [c for _, c in sorted(cells)])
     return tiles
-
-
-def cluster_hard_cells(netlist, tile_modules):
-    """The cluster's other hard blocks, ``{cluster: (block RAMs, multipliers)}``, each
-    a list of ``(module, cell)`` in the order :func:`plan_cluster` places them:
-    block RAMs of the activation memory first, multipliers of the patch builder
-    first, then the cluster's own, then its other blocks'. ``tile_modules`` is
-    ``{(cluster, tile): module}``; a cluster is the module above its tile group."""
-    prefixes = {}
-    for (c, _), module in tile_modules.items():
-        prefixes[c] = module[:module.rindex(".tiles.tile")]
-    found = {}
-    for c, prefix in prefixes.items():
-        ebr, dsp = [], []
-        for name, module in netlist["modules"].items():
-            if name != prefix and not name.startswith(prefix + "."):
-                continue
-            sub = name[len(prefix) + 1:]
-            if sub == "tiles" or sub.startswith("tiles."):
-                continue
-            for cell, info in module.get("cells", {}).items():
-                if info.get("type") == "DP16KD":
-                    rank = 0 if sub == "" and cell.startswith("act") else 1
-                    ebr.append(((rank, _natural(sub), _natural(cell)), (name, cell)))
-                elif info.get("type") == "MULT18X18D":
-                    rank = {"builder": 0, "": 1}.get(sub, 2)
-                    dsp.append(((rank, _natural(sub), _natural(cell)), (name, cell)))
-        found[c] = ([v for _, v in sorted(ebr)], [v for _, v in sorted(dsp)])
-    return found
-
-
-def plan_cluster(device, cluster, clusters, taken, ebr, dsp):
-    """Sites for the other block RAMs and multipliers of cluster ``cluster``
-    (``(["X<x>/Y<y>/EBR<k>", ...], ["X<x>/Y<y>/MULT18_<k>", ...])``) in its strip of
-    columns, or a reason (``str``). ``ebr`` and ``dsp`` are the sizes of their groups
-    (one group per module, in placing order); ``taken`` the sites of the tiles.
-
-    A group's first block goes to the free site nearest the strip's centre between
-    the block RAM rows of the tiles, its others nearest to that one (distances in
-    the device's tile grid), so that each module's blocks stay together.
-    """
-    ebr_grid, dsp_grid = _grid(device), _grid(device, DSP_GRID)
-    if ebr_grid is None or dsp_grid is None:
-        return f"no block RAM and multiplier grid known for device {device!r}"
-    tile_rows = sorted({int(s.split("/")[1][1:]) for s in taken})
-    centre_y = sum(tile_rows) / len(tile_rows)
-    result = []
-    for kind, (rows, columns), groups in (("EBR", ebr_grid, ebr), ("MULT18_", dsp_grid, dsp)):
-        strip = len(columns) // clusters
-        mine = columns[cluster * strip:(cluster + 1) * strip]
-        centre_x = sum(x for x, _ in mine) / len(mine)
-        free = [(x, y, f"X{x}/Y{y}/{kind}{k}") for y in rows for x, k in mine
-                if f"X{x}/Y{y}/{kind}{k}" not in taken]
-        if sum(groups) > len(free):
-            what = "block RAMs" if kind == "EBR" else "multipliers"
-            return (f"cluster {cluster}'s {sum(groups)} other {what} do not fit in its "
-                    f"strip ({len(free)} free sites)")
-        sites = []
-        for size in groups:
-            ax, ay = centre_x, centre_y
-            for n in range(size):
-                best = min(free, key=lambda f: (abs(f[0] - ax) + abs(f[1] - ay), f[1], f[0]))
-                free.remove(best)
-                sites.append(best[2])
-                if n == 0:
-                    ax, ay = best[0], best[1]
-        result.append(sites)
-    return tuple(result)
 
 
 def plan(device, clusters, tiles, ebr_per_tile):
@@ -211,9 +111,8 @@ def plan(device, clusters, tiles, ebr_per_tile):
 
 def apply(netlist, device):
     """Set the ``BEL`` attribute of every tile block RAM in ``netlist`` (a yosys JSON
-    netlist, changed in place) after :func:`plan`, then of the clusters' other block
-    RAMs and multipliers after :func:`plan_cluster`. Returns the number of cells
-    fixed and a one-line summary."""
+    netlist, changed in place) after :func:`plan`. Returns the number of cells fixed
+    and a one-line summary."""
     found = tile_ebr_cells(netlist)
     if not found:
         return 0, "no tile block RAMs in the netlist: no floorplan"
@@ -229,42 +128,9 @@ def apply(netlist, device):
         return 0, f"{sites}: no floorplan"
     for key, (module, cells) in found.items():
         for cell, site in zip(cells, sites[key]):
-            _fix(netlist, module, cell, site)
-    fixed = len(found) * per_tile
+            attrs = netlist["modules"][module]["cells"][cell].setdefault("attributes", {})
+            attrs["BEL"] = site
     rows = sorted({s.split("/")[1] for v in sites.values() for s in v})
-    summary = (f"{clusters} x {tiles} tiles, {per_tile} block RAMs each, fixed in block RAM "
-               f"rows {', '.join(r[1:] for r in rows)} (one strip of columns per cluster)")
-    hard = cluster_hard_cells(netlist, {k: m for k, (m, _) in found.items()})
-    others = {}
-    for c, (ebr, dsp) in sorted(hard.items()):
-        taken = [s for (cc, _), v in sites.items() if cc == c for s in v]
-        others[c] = plan_cluster(device, c, clusters, taken, _group_sizes(ebr),
-                                 _group_sizes(dsp))
-        if isinstance(others[c], str):
-            return fixed, f"{summary}; {others[c]}: the clusters' other blocks left to the placer"
-    for c, (ebr, dsp) in hard.items():
-        for cells, places in zip((ebr, dsp), others[c]):
-            for (module, cell), site in zip(cells, places):
-                _fix(netlist, module, cell, site)
-    n_ebr = sum(len(ebr) for ebr, _ in hard.values())
-    n_dsp = sum(len(dsp) for _, dsp in hard.values())
-    if n_ebr or n_dsp:
-        summary += (f"; the clusters' other {n_ebr} block RAMs and {n_dsp} multipliers "
-                    f"in their strips")
-    return fixed + n_ebr + n_dsp, summary
-
-
-def _group_sizes(cells):
-    # runs of one module (and, in the cluster's own module, of one memory) in ``cells``
-    sizes, last = [], None
-    for module, cell in cells:
-        key = (module, cell.split(".")[0] if "." in cell else "")
-        if key != last:
-            sizes.append(0)
-            last = key
-        sizes[-1] += 1
-    return sizes
-
-
-def _fix(netlist, module, cell, site):
-    netlist["modules"][module]["cells"][cell].setdefault("attributes", {})["BEL"] = site
+    return len(found) * per_tile, (
+        f"{clusters} x {tiles} tiles, {per_tile} block RAMs each, fixed in block RAM "
+        f"rows {', '.join(r[1:] for r in rows)} (one strip of columns per cluster)")

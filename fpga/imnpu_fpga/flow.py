@@ -30,6 +30,8 @@ Synthesis choices (the same for every block):
 Placement choice: on ECP5 the tile arrays' block RAMs get fixed sites before
 placement, each tile's side by side in one block RAM row
 (:mod:`imnpu_fpga.floorplan`; ``--no-floorplan`` leaves them to the placer).
+Routing (router2) stops when it has not reduced its over-used wires for
+:data:`ROUTE_STALL_ITERATIONS` iterations.
 
 Out-of-context blocks (``--block tile|cluster|top|builder``) sit in
 :class:`imnpu_fpga.wrapper.Harness` (LFSR-driven inputs, XOR-reduced outputs)

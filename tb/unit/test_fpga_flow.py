@@ -304,11 +304,11 @@ def _netlist(clusters, tiles, banks):
     return {"modules": modules}
 
 
-def test_floorplan_sets_the_sites_of_tile_block_rams():
+def test_floorplan_sets_the_sites_of_tile_block_rams_only():
     from imnpu_fpga.floorplan import apply, plan
     netlist = _netlist(2, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 8, 9])
     fixed, summary = apply(netlist, DEVICE)
-    assert fixed == 2 * 4 * 12 + 1                            # and cluster 0's act.0.0
+    assert fixed == 2 * 4 * 12
     assert "2 x 4 tiles, 12 block RAMs each" in summary
     expected = plan(DEVICE, 2, 4, 12)
     for c in range(2):
@@ -318,92 +318,8 @@ def test_floorplan_sets_the_sites_of_tile_block_rams():
             assert [cells[f"bank0.0.{k}"]["attributes"]["BEL"] for k in range(12)] \
                 == expected[(c, t)]
             assert "BEL" not in cells["l0_row0"]["attributes"]
-    act = netlist["modules"]["top.design.imnpu.cluster0"]["cells"]["act.0.0"]["attributes"]
-    assert _site(act["BEL"])[1] == 46                         # between the tile rows
-
-
-def _cluster_netlist(clusters=2, act=32, builder_dsp=17, pool_dsp=10):
-    def cells(kind, names):
-        return {n: {"type": kind, "attributes": {}} for n in names}
-    modules = {}
-    for c in range(clusters):
-        top = f"top.design.imnpu.cluster{c}"
-        own = cells("DP16KD", [f"act.0.{k}" for k in range(act)] + ["bias0.0.0", "acc0_0.0.0"])
-        own.update(cells("MULT18X18D", ["$1_MULT", "$2_MULT"]))
-        own["seq"] = {"type": "TRELLIS_FF", "attributes": {}}
-        modules[top] = {"cells": own}
-        modules[top + ".builder"] = {"cells": cells("MULT18X18D",
-                                                    [f"${k}_MULT" for k in range(builder_dsp)])}
-        modules[top + ".pool"] = {"cells": cells("MULT18X18D",
-                                                 [f"${k}_MULT" for k in range(pool_dsp)])}
-        modules[top + ".tiles"] = {"cells": cells("MULT18X18D", ["$9_MULT"])}
-        for t in range(4):
-            modules[f"{top}.tiles.tile{t}"] = {"cells": cells(
-                "DP16KD", [f"bank0.0.{k}" for k in range(8)])}
-    return {"modules": modules}
-
-
-def test_floorplan_orders_a_clusters_other_hard_blocks():
-    from imnpu_fpga.floorplan import cluster_hard_cells, tile_ebr_cells
-    netlist = _cluster_netlist(clusters=1, act=12, builder_dsp=2, pool_dsp=1)
-    tiles = {k: m for k, (m, _) in tile_ebr_cells(netlist).items()}
-    (ebr, dsp), = cluster_hard_cells(netlist, tiles).values()
-    top = "top.design.imnpu.cluster0"
-    # the activation memory first, in numeric order; then the other memories
-    assert ebr == [(top, f"act.0.{k}") for k in range(12)] + [
-        (top, "acc0_0.0.0"), (top, "bias0.0.0")]
-    # the builder's multipliers, the cluster's, the others'; none of the tile group's
-    assert dsp == [(top + ".builder", "$0_MULT"), (top + ".builder", "$1_MULT"),
-                   (top, "$1_MULT"), (top, "$2_MULT"), (top + ".pool", "$0_MULT")]
-
-
-def test_floorplan_puts_a_clusters_other_hard_blocks_in_its_strip():
-    from imnpu_fpga.floorplan import DSP_GRID, EBR_GRID, apply, plan
-    netlist = _cluster_netlist()
-    fixed, summary = apply(netlist, DEVICE)
-    assert fixed == 2 * (32 + 34 + 2 + 17 + 10)
-    assert summary.endswith("the clusters' other 68 block RAMs and 58 multipliers in their "
-                            "strips")
-    ebr_cols = {(x, f"EBR{k}"): n for n, (x, k) in enumerate(EBR_GRID["LFE5U-85F"][1])}
-    dsp_cols = {(x, f"MULT18_{k}"): n for n, (x, k) in enumerate(DSP_GRID["LFE5U-85F"][1])}
-    tiles = plan(DEVICE, 2, 4, 8)
-    every = []
-    for name, module in netlist["modules"].items():
-        c = int(name.split("cluster")[1][0])
-        for cell, info in module["cells"].items():
-            bel = info["attributes"].get("BEL")
-            if info["type"] == "TRELLIS_FF" or name.endswith(".tiles"):
-                assert bel is None, (name, cell)
-                continue
-            x, y, kind = _site(bel)
-            index = (ebr_cols if info["type"] == "DP16KD" else dsp_cols)[(x, kind)]
-            assert c * 26 <= index < (c + 1) * 26, (name, cell, bel)
-            assert y in (EBR_GRID if info["type"] == "DP16KD" else DSP_GRID)["LFE5U-85F"][0]
-            every.append(bel)
-    assert len(every) == len(set(every))                     # no site twice
-    assert set(every) >= {s for v in tiles.values() for s in v}
-    # the activation memory nearest the strip's centre between the tile rows
-    act = [_site(netlist["modules"]["top.design.imnpu.cluster0"]["cells"][f"act.0.{k}"][
-        "attributes"]["BEL"]) for k in range(32)]
-    assert sum(y == 46 for _, y, _ in act) >= 24
-    # a module's multipliers together: the builder's in one multiplier row
-    builder = netlist["modules"]["top.design.imnpu.cluster1.builder"]["cells"]
-    assert len({_site(c["attributes"]["BEL"])[1] for c in builder.values()}) == 1
-
-
-def test_floorplan_leaves_other_hard_blocks_it_cannot_fit_to_the_placer():
-    from imnpu_fpga.floorplan import apply, plan_cluster
-    assert "no block RAM and multiplier grid" in plan_cluster("LFE5U-25F", 0, 1, ["X8/Y22/EBR0"],
-                                                              [1], [1])
-    assert "79 other multipliers do not fit" in plan_cluster(
-        DEVICE, 0, 2, ["X8/Y22/EBR0"], [1], [79])
-    netlist = _cluster_netlist(act=90)                        # 92 + 16 tile > 4 x 26
-    fixed, summary = apply(netlist, DEVICE)
-    assert fixed == 2 * 4 * 8
-    assert "other block RAMs do not fit" in summary and summary.endswith("left to the placer")
-    for name, module in netlist["modules"].items():
-        if ".tiles.tile" not in name:
-            assert all("BEL" not in c["attributes"] for c in module["cells"].values()), name
+    assert "BEL" not in netlist["modules"]["top.design.imnpu.cluster0"]["cells"]["act.0.0"][
+        "attributes"]
 
 
 def test_floorplan_of_a_cluster_out_of_context():
