@@ -656,6 +656,13 @@ class PatchBuilder(wiring.Component):
         word_idx = Signal(A + 1)
         word_rem = Signal(dim_bits)
         word_done = Signal(lane_bits + 1)     # n_ch - word_rem
+        # The two comparisons behind ``last_word``, kept in registers next to the
+        # registers they compare (written with them): computed in the issue cycle
+        # they headed the builder's longest paths, which fan out from ``close``.
+        first_fits = Signal(init=1)   # n_ch <= first_avail
+        rem_fits = Signal(init=1)     # word_rem <= full
+        with m.If(state == _State.SETUP1):
+            m.d.sync += rem_fits.eq(word_rem <= (AW >> lg_store))    # full's new value
         lanes_left = Signal.like(lanes_all)
         fresh = Signal()              # nothing issued yet for the current chunk
 
@@ -714,7 +721,7 @@ class PatchBuilder(wiring.Component):
                 chunk_no.eq(0), chunk_last.eq(chunks_1), cend.eq(group),
                 slice_no.eq(0), slice_last.eq(spp_1),
                 slice_word.eq(0), slice_bit.eq(0), slice_rem.eq(ly.cin),
-                n_ch.eq(nch0), first_avail.eq(full),
+                n_ch.eq(nch0), first_avail.eq(full), first_fits.eq(nch0 <= full),
                 word_first.eq(1), fresh.eq(1),
                 lanes_left.eq(lanes_all),
             ]
@@ -753,7 +760,7 @@ class PatchBuilder(wiring.Component):
             avail.eq(Mux(word_first, first_avail, full)),
         ]
         last_word = Signal()
-        m.d.comb += last_word.eq(Mux(word_first, n_ch <= first_avail, word_rem <= full))
+        m.d.comb += last_word.eq(Mux(word_first, first_fits, rem_fits))
         count = Signal(range(AW + 1))
         m.d.comb += count.eq(Mux(last_word, wrem, avail))
         done = Signal(lane_bits + 1)           # channels of the position already placed
@@ -793,9 +800,15 @@ class PatchBuilder(wiring.Component):
                 m.d.comb += [slice_carry.eq(slice_bit), slice_words.eq(0)]
         nxt_slice_bit = Signal.like(slice_bit)
         nxt_slice_rem = Signal.like(slice_rem)
+        nxt_first_avail = Signal.like(first_avail)
+        nxt_n_ch = Signal.like(n_ch)
+        nxt_word_rem = Signal.like(word_rem)
         m.d.comb += [
             nxt_slice_bit.eq(Mux(slice_carry >= AW, slice_carry - AW, slice_carry)),
             nxt_slice_rem.eq(slice_rem - nl),
+            nxt_first_avail.eq((AW - nxt_slice_bit) >> lg_store),
+            nxt_n_ch.eq(Mux(nxt_slice_rem < nl, nxt_slice_rem, nl)),
+            nxt_word_rem.eq(wrem - count),
         ]
 
         # The position registers after this cycle.
@@ -816,7 +829,8 @@ class PatchBuilder(wiring.Component):
                             m.d.sync += [row_more.eq(row_more0), rows_more.eq(ky + 2 < y_cur.hi)]
                 with m.Else():
                     m.d.sync += [word_first.eq(0), word_idx.eq(widx + 1),
-                                 word_rem.eq(wrem - count), word_done.eq(done + count)]
+                                 word_rem.eq(nxt_word_rem), rem_fits.eq(nxt_word_rem <= full),
+                                 word_done.eq(done + count)]
             with m.If(advance):
                 with m.If(row_more):
                     m.d.sync += [p.eq(pn), pn.eq(pn + 1),
@@ -837,16 +851,18 @@ class PatchBuilder(wiring.Component):
                         m.d.sync += [slice_no.eq(0), slice_last.eq(spp_1),
                                      slice_word.eq(0), slice_bit.eq(0),
                                      slice_rem.eq(ly.cin), n_ch.eq(nch0), first_avail.eq(full),
+                                     first_fits.eq(nch0 <= full),
                                      cend.eq(cend + 1)]
                     with m.Else():
                         m.d.sync += [
                             slice_no.eq(slice_no + 1),
                             slice_last.eq(slice_no == spp_2),
                             slice_bit.eq(nxt_slice_bit),
-                            first_avail.eq((AW - nxt_slice_bit) >> lg_store),
+                            first_avail.eq(nxt_first_avail),
+                            first_fits.eq(nxt_n_ch <= nxt_first_avail),
                             slice_word.eq(slice_word + slice_words + (slice_carry >= AW)),
                             slice_rem.eq(nxt_slice_rem),
-                            n_ch.eq(Mux(nxt_slice_rem < nl, nxt_slice_rem, nl)),
+                            n_ch.eq(nxt_n_ch),
                         ]
                 with m.Else():
                     m.d.sync += [cend.eq(cend + ly.positions_per_chunk),
