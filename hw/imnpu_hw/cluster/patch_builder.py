@@ -707,6 +707,23 @@ class PatchBuilder(wiring.Component):
         m.d.sync += [y_pend0.eq(loading & new_row0), y_pend.eq(loading & new_row & ~new_row0),
                      x_pend0.eq(loading & new_row), x_pend.eq(loading & ~new_row)]
 
+        # The chunk's bounds against the positions, (p < cend), (pn >= cend) and
+        # (prow >= cend), are registers too, written with p, pn, prow and cend from
+        # their next values (``*_nxt``, set by the issue stage below; a load sets
+        # all four): compared in the issue cycle they headed its longest paths.
+        p_lt = Signal()
+        pn_ge = Signal(init=1)
+        prow_ge = Signal(init=1)
+        p_nxt, pn_nxt = Signal.like(p), Signal.like(pn)
+        prow_nxt, cend_nxt = Signal.like(prow), Signal.like(cend)
+        m.d.comb += [p_nxt.eq(p), pn_nxt.eq(pn), prow_nxt.eq(prow), cend_nxt.eq(cend)]
+        m.d.sync += [p.eq(p_nxt), pn.eq(pn_nxt), prow.eq(prow_nxt), cend.eq(cend_nxt),
+                     p_lt.eq(p_nxt < cend_nxt), pn_ge.eq(pn_nxt >= cend_nxt),
+                     prow_ge.eq(prow_nxt >= cend_nxt)]
+        load_p, load_pn, load_prow = Signal.like(p), Signal.like(pn), Signal.like(prow)
+        m.d.comb += [load_p.eq(y_sel.kw + x_sel.lo), load_pn.eq(y_sel.kw + x_sel.lo1),
+                     load_prow.eq(y_sel.kw1 + x_sel.lo)]
+
         def load_pixel():
             m.d.sync += [
                 y_cur.eq(y_sel),
@@ -714,8 +731,9 @@ class PatchBuilder(wiring.Component):
                 ky.eq(y_sel.lo), kx.eq(x_sel.lo),
                 row_more.eq(x_sel.more), row_more0.eq(x_sel.more), rows_more.eq(y_sel.more),
                 cur_valid.eq(y_sel.ok & x_sel.ok),
-                p.eq(y_sel.kw + x_sel.lo), pn.eq(y_sel.kw + x_sel.lo1),
-                prow.eq(y_sel.kw1 + x_sel.lo),
+                p.eq(load_p), pn.eq(load_pn), prow.eq(load_prow),
+                p_lt.eq(load_p < group), pn_ge.eq(load_pn >= group),
+                prow_ge.eq(load_prow >= group),
                 addr.eq(y_sel.addr + x_sel.addr), nrow_addr.eq(y_sel.addr1 + x_sel.addr),
                 seg_r.eq(y_sel.kc + x_sel.kc), segrow_r.eq(y_sel.kc1 + x_sel.kc),
                 chunk_no.eq(0), chunk_last.eq(chunks_1), cend.eq(group),
@@ -734,7 +752,7 @@ class PatchBuilder(wiring.Component):
 
         # -- issue stage -------------------------------------------------------
         in_chunk = Signal()
-        m.d.comb += in_chunk.eq(cur_valid & (p < cend))
+        m.d.comb += in_chunk.eq(cur_valid & p_lt)
 
         # The valid position after (ky, kx), in (ky, kx) order: p + 1 in this
         # kernel row, else prow.
@@ -745,7 +763,7 @@ class PatchBuilder(wiring.Component):
             nxt_ky.eq(Mux(row_more, ky, ky + 1)),
             nxt_kx.eq(Mux(row_more, kx + 1, kx_lo)),
             nxt_valid.eq(row_more | rows_more),
-            nxt_out.eq(Mux(row_more, pn >= cend, prow >= cend)),
+            nxt_out.eq(Mux(row_more, pn_ge, prow_ge)),
         ]
 
         # This word.
@@ -833,13 +851,13 @@ class PatchBuilder(wiring.Component):
                                  word_done.eq(done + count)]
             with m.If(advance):
                 with m.If(row_more):
-                    m.d.sync += [p.eq(pn), pn.eq(pn + 1),
-                                 addr.eq(addr + ly.in_pixel_words),
+                    m.d.comb += [p_nxt.eq(pn), pn_nxt.eq(pn + 1)]
+                    m.d.sync += [addr.eq(addr + ly.in_pixel_words),
                                  seg_r.eq(seg_r + Mux(to_next_chunk, cin_lf, ly.cin)),
                                  segrow_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0))]
                 with m.Else():
-                    m.d.sync += [p.eq(prow), pn.eq(prow + 1), prow.eq(prow + ly.kw),
-                                 addr.eq(nrow_addr), nrow_addr.eq(nrow_addr + row_step),
+                    m.d.comb += [p_nxt.eq(prow), pn_nxt.eq(prow + 1), prow_nxt.eq(prow + ly.kw)]
+                    m.d.sync += [addr.eq(nrow_addr), nrow_addr.eq(nrow_addr + row_step),
                                  seg_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0)),
                                  segrow_r.eq(segrow_r + Mux(to_next_chunk, kwcin_lf, kw_cin))]
             with m.Elif(to_next_chunk):
@@ -851,8 +869,8 @@ class PatchBuilder(wiring.Component):
                         m.d.sync += [slice_no.eq(0), slice_last.eq(spp_1),
                                      slice_word.eq(0), slice_bit.eq(0),
                                      slice_rem.eq(ly.cin), n_ch.eq(nch0), first_avail.eq(full),
-                                     first_fits.eq(nch0 <= full),
-                                     cend.eq(cend + 1)]
+                                     first_fits.eq(nch0 <= full)]
+                        m.d.comb += cend_nxt.eq(cend + 1)
                     with m.Else():
                         m.d.sync += [
                             slice_no.eq(slice_no + 1),
@@ -865,8 +883,8 @@ class PatchBuilder(wiring.Component):
                             n_ch.eq(nxt_n_ch),
                         ]
                 with m.Else():
-                    m.d.sync += [cend.eq(cend + ly.positions_per_chunk),
-                                 lanes_left.eq(lanes_after)]
+                    m.d.comb += cend_nxt.eq(cend + ly.positions_per_chunk)
+                    m.d.sync += lanes_left.eq(lanes_after)
                 with m.If(chunk_last):
                     m.d.sync += [
                         ox.eq(Mux(last_ox, 0, ox + 1)),
