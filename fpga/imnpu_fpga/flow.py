@@ -395,11 +395,13 @@ def floorplan(board, work):
     return "floorplanned.json", summary
 
 
-def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="synth.json"):
+def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="synth.json",
+          heap_density=None):
     """nextpnr packing and placement (``--no-route``) of ``netlist``: ``placed.json``
     for :func:`route`, ``place_report.json`` with nextpnr's post-placement timing
     estimate and critical paths, and ``place.sdf`` with the placer's delay estimates
-    (``placed_timing``).
+    (``placed_timing``). ``heap_density``: the analytic placer's maximum placement
+    density (``--placer-heap-beta``; nextpnr's default 0.9).
 
     ``--freq`` (the core clock) is the constraint of clocks the constraint file and
     the PLL do not constrain; ``placed.json`` keeps it for :func:`route`, which reads
@@ -413,15 +415,18 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="s
            "--sdf", "place.sdf", "--report", "place_report.json", "--detailed-timing-report",
            "--seed", str(seed), "--timing-allow-fail", "--threads", "1", "--log", "place.log",
            *PLACERS[placer]]
+    if heap_density is not None:
+        cmd += ["--placer-heap-beta", f"{heap_density:g}"]
     return _run(cmd, work / "place.stdout", "placement (nextpnr --no-route)", work,
                 progress=lambda: _nextpnr_progress(work / "place.log"),
                 abort=lambda: _over_utilised(work / "place.log"))
 
 
-def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta):
+def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_density=None):
     t0 = time.monotonic()
     netlist, meta["floorplan"] = floorplan(board, work) if use_floorplan else ("synth.json", None)
-    return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist)
+    return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist,
+                                         heap_density)
 
 
 def _set_router(placed, router):
@@ -524,7 +529,7 @@ def work_dir(board, config_name, block, out=None):
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
         do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True,
-        placer=DEFAULT_PLACER, use_floorplan=True):
+        placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None):
     from imnpu_hw import get_config
     from .report import build_report
 
@@ -533,6 +538,12 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
     if placer not in PLACERS:
         raise ValueError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
+    if heap_density is not None:
+        if placer != "heap":
+            raise ValueError(f"heap_density ({heap_density}) is a setting of the heap placer, "
+                             f"not of {placer!r}: use it with placer heap")
+        if not 0 < heap_density <= 1:
+            raise ValueError(f"heap_density must be in (0, 1], not {heap_density}")
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)
@@ -573,7 +584,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
             "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
-            "seed": seed, "use_floorplan": use_floorplan}
+            "seed": seed, "use_floorplan": use_floorplan, "heap_density": heap_density}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -613,6 +624,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     clock_mhz = pll_mhz or core_mhz
     place_key = _key([synth_key, board.constraint_path.read_text(), "placed.json",
                       repr(board.nextpnr_args), repr(PLACERS[placer]), str(seed),
+                      repr(heap_density),
                       f"{clock_mhz:g}",
                       _version(f"yowasp-nextpnr-{board.family}"),
                       (Path(__file__).parent / "floorplan.py").read_text() if use_floorplan
@@ -641,7 +653,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                              ("place_report.json", "place.sdf", "placed.json"),
                              ("pnr.key", "pnr_report.json", routed),
                              lambda: _place_step(board, work, seed, clock_mhz, placer,
-                                                 use_floorplan, meta))
+                                                 use_floorplan, meta, heap_density))
     if placed and "floorplan" not in meta:
         meta["floorplan"] = old.get("floorplan")
     if placed and not do_route:
@@ -682,6 +694,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     p.add_argument("--placer", choices=list(PLACERS), default=DEFAULT_PLACER,
                    help=f"nextpnr placer (default {DEFAULT_PLACER})")
+    p.add_argument("--heap-density", type=float,
+                   help="the heap placer's maximum placement density, 0 to 1 (nextpnr's "
+                        "--placer-heap-beta, default 0.9)")
     p.add_argument("--router", choices=("router1", "router2"), default="router2",
                    help="nextpnr router (router2: default; router1 stalls on the IMNPU)")
     p.add_argument("--no-floorplan", action="store_true",
@@ -733,7 +748,7 @@ def main(argv=None):
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
             router=args.router, do_route=not args.no_route, placer=args.placer,
-            use_floorplan=not args.no_floorplan)
+            use_floorplan=not args.no_floorplan, heap_density=args.heap_density)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

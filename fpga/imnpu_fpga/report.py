@@ -404,6 +404,7 @@ def build_report(work, board, config, meta):
               + (f" MHZ={meta['core_mhz']:g}" if meta["core_mhz"] != board.core_mhz else "")
               + (f" PLACER={meta.get('placer', 'heap')}" if meta.get("placer", "heap") != "static"
                  else "")
+              + (f" HEAP_DENSITY={meta['heap_density']:g}" if meta.get("heap_density") else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
               + (" PLACE_ONLY=1" if placed_only else "")

@@ -132,6 +132,25 @@ def test_a_bitstream_needs_routing(tmp_path):
     assert not any(tmp_path.iterdir())              # refused before any work
 
 
+def test_heap_density_goes_to_the_heap_placer_only(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="heap placer"):
+        flow.run("ulx3s", "tiny", block="tile", placer="static", heap_density=0.8, out=tmp_path)
+    for bad in (0, -0.5, 1.2):
+        with pytest.raises(ValueError, match=r"heap_density must be in \(0, 1\]"):
+            flow.run("ulx3s", "tiny", block="tile", placer="heap", heap_density=bad,
+                     out=tmp_path)
+    assert not any(tmp_path.iterdir())              # refused before any work
+    calls = []
+    monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
+    board = boards.get_board("ulx3s")
+    flow.place(board, tmp_path, placer="heap", heap_density=0.8)
+    flow.place(board, tmp_path, placer="heap")
+    dense, default = calls
+    assert dense[dense.index("--placer-heap-beta") + 1] == "0.8"
+    assert "--placer-heap-beta" not in default       # nextpnr's own default
+    assert flow.main(["run", "--board", "ulx3s", "--heap-density", "0.8"]) == 2  # static
+
+
 @pytest.mark.parametrize("board_name", ["ulx3s", "icebreaker"])
 def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, board_name):
     board = boards.get_board(board_name)
