@@ -659,10 +659,10 @@ class PatchBuilder(wiring.Component):
         # The two comparisons behind ``last_word``, kept in registers next to the
         # registers they compare (written with them): computed in the issue cycle
         # they headed the builder's longest paths, which fan out from ``close``.
+        # ``rem_fits`` is read only while ``word_first`` is 0, that is after a
+        # word_rem write in the same pixel (every load sets ``word_first``).
         first_fits = Signal(init=1)   # n_ch <= first_avail
         rem_fits = Signal(init=1)     # word_rem <= full
-        with m.If(state == _State.SETUP1):
-            m.d.sync += rem_fits.eq(word_rem <= (AW >> lg_store))    # full's new value
         lanes_left = Signal.like(lanes_all)
         fresh = Signal()              # nothing issued yet for the current chunk
 
