@@ -624,7 +624,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     clock_mhz = pll_mhz or core_mhz
     place_key = _key([synth_key, board.constraint_path.read_text(), "placed.json",
                       repr(board.nextpnr_args), repr(PLACERS[placer]), str(seed),
-                      repr(heap_density),
+                      # only when set: placements made before the option stay valid
+                      *([f"heap density {heap_density:g}"] if heap_density is not None else []),
                       f"{clock_mhz:g}",
                       _version(f"yowasp-nextpnr-{board.family}"),
                       (Path(__file__).parent / "floorplan.py").read_text() if use_floorplan
