@@ -544,6 +544,10 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                              f"not of {placer!r}: use it with placer heap")
         if not 0 < heap_density <= 1:
             raise ValueError(f"heap_density must be in (0, 1], not {heap_density}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, not {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, not {seed}")
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)

@@ -405,6 +405,7 @@ def build_report(work, board, config, meta):
               + (f" PLACER={meta.get('placer', 'heap')}" if meta.get("placer", "heap") != "static"
                  else "")
               + (f" HEAP_DENSITY={meta['heap_density']:g}" if meta.get("heap_density") else "")
+              + (f" SEED={meta['seed']}" if meta.get("seed", 1) != 1 else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
               + (" PLACE_ONLY=1" if placed_only else "")

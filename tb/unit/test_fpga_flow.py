@@ -132,6 +132,14 @@ def test_a_bitstream_needs_routing(tmp_path):
     assert not any(tmp_path.iterdir())              # refused before any work
 
 
+def test_bad_seed_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="seed must be 0 or more, not -1"):
+        flow.run("ulx3s", "tiny", block="tile", seed=-1, out=tmp_path)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        flow.run("ulx3s", "tiny", block="tile", seed="2", out=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_heap_density_goes_to_the_heap_placer_only(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="heap placer"):
         flow.run("ulx3s", "tiny", block="tile", placer="static", heap_density=0.8, out=tmp_path)
