@@ -749,7 +749,7 @@ class Cluster(wiring.Component):
         # of the last two cycles) are forwarded.
         acc_out = []                        # per tile, per lane: the output engine's read port
         acc_fwd = []                        # per tile, per lane: data of the last write
-        overflow = Signal()
+        overflow = Signal()                 # an accumulation saturated this cycle
         acc_en = Signal()
         m.d.comb += acc_en.eq(stage.valid & stage.hit)
         addr = Cat(stage.group, stage.bank)
@@ -788,7 +788,11 @@ class Cluster(wiring.Component):
                 acc_fwd[t].append(w1_data)
                 with m.If(acc_en & ~stage.first & ovf):
                     m.d.comb += overflow.eq(1)
-        with m.If(overflow):
+        # the sticky flag is set a cycle later: the overflow test ends a 32-bit add
+        # behind the write forwarding, too long a path to also reach the flag's enable
+        overflow_r = Signal()
+        m.d.sync += overflow_r.eq(overflow)
+        with m.If(overflow_r):
             m.d.sync += self.saturated.eq(1)
 
         # -- output engine --------------------------------------------------------------
