@@ -429,16 +429,24 @@ def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_
                                          heap_density)
 
 
-def _set_router(placed, router):
-    """Write ``router`` into the settings of the placed design: nextpnr takes the
-    settings a design carries over its command line (``--router``, ``--freq``)."""
+def _set_router(placed, router, threads=None):
+    """Write ``router`` (and ``threads``, if given) into the settings of the placed
+    design: nextpnr takes the settings a design carries over its command line
+    (``--router``, ``--freq``, ``--threads``: a placement on one thread would
+    otherwise be routed on one thread too)."""
     design = json.loads(placed.read_text())
+    wanted = {"router": router}
+    if threads is not None:
+        wanted["threads"] = f"{threads:032b}"      # an integer as nextpnr writes it
     changed = False
     for module in design["modules"].values():
         settings = module.get("settings")
-        if settings is not None and settings.get("router") != router:
-            settings["router"] = router
-            changed = True
+        if settings is None:
+            continue
+        for key, value in wanted.items():
+            if settings.get(key) != value:
+                settings[key] = value
+                changed = True
     if changed:
         placed.write_text(json.dumps(design))
 
@@ -446,7 +454,7 @@ def _set_router(placed, router):
 def route(board, work, router="router2"):
     """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
     ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``)."""
-    _set_router(work / "placed.json", router)
+    _set_router(work / "placed.json", router, ROUTE_THREADS)
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]

@@ -167,10 +167,13 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="heap")
     # the placed design carries nextpnr's settings, which win over its command line
     placed = tmp_path / "placed.json"
-    placed.write_text(json.dumps({"modules": {"top": {"settings": {"router": "router1"}},
-                                              "sub": {}}}))
+    placed.write_text(json.dumps({"modules": {"top": {"settings": {
+        "router": "router1", "threads": "00000000000000000000000000000001"}}, "sub": {}}}))
     flow.route(board, tmp_path, "router2")
-    assert json.loads(placed.read_text())["modules"]["top"]["settings"]["router"] == "router2"
+    settings = json.loads(placed.read_text())["modules"]["top"]["settings"]
+    assert settings["router"] == "router2"
+    # the placement's one thread would otherwise be the routing's too
+    assert int(settings["threads"], 2) == flow.ROUTE_THREADS
     flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="static")
     place_cmd, route_cmd, static_cmd = calls
     text = " ".join(str(c) for c in place_cmd)
