@@ -92,8 +92,9 @@ ROUTE_THREADS = 1
 #: router2 searches an arc's path inside its net's bounding box widened by this many
 #: tiles on each side (nextpnr's ``router2/bbMargin``, default 3). On the `fpga`
 #: self-test at 79 % of the ECP5-85F's LUTs the default margin left thousands of
-#: over-used wires that no path inside the box could avoid; 8 lets nets detour.
-ROUTE_BB_MARGIN = 8
+#: over-used wires that no path inside the box could avoid; 16 lets nets detour (at
+#: iteration 27: 1,593 over-used wires, 2,220 with margin 8; README, measured table).
+ROUTE_BB_MARGIN = 16
 
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
