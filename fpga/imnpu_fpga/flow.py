@@ -552,6 +552,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None,
         bb_margin=ROUTE_BB_MARGIN):
     from imnpu_hw import get_config
+    from imnpu_hw.params import non_negative_int
     from .report import build_report
 
     board = get_board(board_name)
@@ -565,14 +566,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                              f"not of {placer!r}: use it with placer heap")
         if not 0 < heap_density <= 1:
             raise ValueError(f"heap_density must be in (0, 1], not {heap_density}")
-    if isinstance(bb_margin, bool) or not isinstance(bb_margin, int):
-        raise TypeError(f"bb_margin must be an integer, not {bb_margin!r}")
-    if bb_margin < 0:
-        raise ValueError(f"bb_margin must be 0 or more, not {bb_margin}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, not {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be 0 or more, not {seed}")
+    non_negative_int("bb_margin", bb_margin)
+    non_negative_int("seed", seed)
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)

@@ -1,6 +1,6 @@
 """Elaboration-time checks of constructor parameters, shared by every block."""
 
-__all__ = ["positive_int"]
+__all__ = ["positive_int", "non_negative_int"]
 
 
 def positive_int(name, value):
@@ -10,3 +10,11 @@ def positive_int(name, value):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, not {value!r}")
+
+
+def non_negative_int(name, value):
+    """As :func:`positive_int`, but 0 is allowed."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value!r}")
