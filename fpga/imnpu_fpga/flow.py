@@ -96,6 +96,12 @@ ROUTE_THREADS = 1
 #: iteration 27: 1,593 over-used wires, 2,220 with margin 8; README, measured table).
 ROUTE_BB_MARGIN = 16
 
+#: router2 timing-driven (nextpnr's ``timing_driven`` setting) or not. Timing-driven,
+#: router2 scales an arc's congestion cost by ``1 - criticality**2``, so the arcs of the
+#: longest paths hardly yield their wires; on the `fpga` self-test, whose pipeline
+#: stages all come near the clock period, they never did (README, measured table)
+ROUTE_TIMING_DRIVEN = True
+
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
 #: router2 gets further on it, though not to the end yet, than on the analytic
@@ -436,18 +442,20 @@ def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_
                                          heap_density)
 
 
-def _set_router(placed, router, threads=None, bb_margin=None):
-    """Write ``router`` (and ``threads``, router2's ``bb_margin``, if given) into the
-    settings of the placed design: nextpnr takes the settings a design carries over
-    its command line (``--router``, ``--freq``, ``--threads``: the placement's
-    thread count would otherwise be the routing's too)."""
+def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None):
+    """Write ``router`` (and ``threads``, router2's ``bb_margin``, ``timing_driven``, if
+    given) into the settings of the placed design: nextpnr takes the settings a design
+    carries over its command line (``--router``, ``--freq``, ``--threads``: the
+    placement's thread count would otherwise be the routing's too)."""
     design = json.loads(placed.read_text())
     wanted = {"router": router}
-    # integers as nextpnr writes them
+    # integers and booleans as nextpnr writes them
     if threads is not None:
         wanted["threads"] = f"{threads:032b}"
     if bb_margin is not None:
         wanted["router2/bbMargin/x"] = wanted["router2/bbMargin/y"] = f"{bb_margin:032b}"
+    if timing_driven is not None:
+        wanted["timing_driven"] = f"{int(timing_driven):032b}"
     changed = False
     for module in design["modules"].values():
         settings = module.get("settings")
@@ -461,12 +469,15 @@ def _set_router(placed, router, threads=None, bb_margin=None):
         placed.write_text(json.dumps(design))
 
 
-def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN):
+def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN,
+          timing_driven=ROUTE_TIMING_DRIVEN):
     """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
     ``pnr_report.json`` and the routed design (``pnr.config`` / ``pnr.asc``).
-    ``bb_margin``: router2's bounding-box margin (:data:`ROUTE_BB_MARGIN`)."""
+    ``bb_margin``: router2's bounding-box margin (:data:`ROUTE_BB_MARGIN`);
+    ``timing_driven``: :data:`ROUTE_TIMING_DRIVEN`. Either way nextpnr reports the
+    routed design's timing."""
     _set_router(work / "placed.json", router, ROUTE_THREADS,
-                bb_margin if router == "router2" else None)
+                bb_margin if router == "router2" else None, timing_driven)
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
@@ -550,7 +561,7 @@ def work_dir(board, config_name, block, out=None):
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
         do_pack=False, out=None, seed=1, mapper="auto", router="router2", do_route=True,
         placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None,
-        bb_margin=ROUTE_BB_MARGIN):
+        bb_margin=ROUTE_BB_MARGIN, route_timing=ROUTE_TIMING_DRIVEN):
     from imnpu_hw import get_config
     from imnpu_hw.params import non_negative_int
     from .report import build_report
@@ -568,6 +579,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             raise ValueError(f"heap_density must be in (0, 1], not {heap_density}")
     non_negative_int("bb_margin", bb_margin)
     non_negative_int("seed", seed)
+    if not isinstance(route_timing, bool):
+        raise TypeError(f"route_timing must be True or False, not {route_timing!r}")
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)
@@ -609,7 +622,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             "harness": info["harness"], "top": top_name, "seconds": {},
             "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
             "seed": seed, "use_floorplan": use_floorplan, "heap_density": heap_density,
-            "bb_margin": bb_margin}
+            "bb_margin": bb_margin, "route_timing": route_timing}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
         log(f"{board.name}: vendor flow only; wrote {verilog_path}, {board.constraints} and "
@@ -688,9 +701,10 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         route_key = [place_key, router, f"{ROUTE_THREADS} threads"]
         if router == "router2":
             route_key.append(f"bounding-box margin {bb_margin}")
+        route_key.append("timing-driven" if route_timing else "not timing-driven")
         meta["routed"] = step("routing", "pnr.key", _key(route_key),
                               ("pnr_report.json", routed), (),
-                              lambda: route(board, work, router, bb_margin))
+                              lambda: route(board, work, router, bb_margin, route_timing))
     if do_pack and not meta.get("pnr_error"):
         meta["bitstream"] = str(pack(board, work, top_name))
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -724,6 +738,10 @@ def main(argv=None):
     p.add_argument("--bb-margin", type=int, default=ROUTE_BB_MARGIN,
                    help="router2's bounding-box margin in tiles (nextpnr router2/bbMargin; "
                         f"default {ROUTE_BB_MARGIN}, nextpnr's own 3)")
+    p.add_argument("--route-timing", choices=("0", "1"),
+                   default=str(int(ROUTE_TIMING_DRIVEN)),
+                   help="1: timing-driven routing, 0: congestion only (nextpnr's timing_driven "
+                        f"setting; default {int(ROUTE_TIMING_DRIVEN)})")
     p.add_argument("--placer", choices=list(PLACERS), default=DEFAULT_PLACER,
                    help=f"nextpnr placer (default {DEFAULT_PLACER})")
     p.add_argument("--heap-density", type=float,
@@ -781,7 +799,7 @@ def main(argv=None):
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
             router=args.router, do_route=not args.no_route, placer=args.placer,
             use_floorplan=not args.no_floorplan, heap_density=args.heap_density,
-            bb_margin=args.bb_margin)
+            bb_margin=args.bb_margin, route_timing=args.route_timing == "1")
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from .flow import ROUTE_BB_MARGIN
+from .flow import ROUTE_BB_MARGIN, ROUTE_TIMING_DRIVEN
 
 __all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name",
            "placement_fmax"]
@@ -399,6 +399,8 @@ def build_report(work, board, config, meta):
               f"{meta.get('router', 'router2')}"
               + (f" (bounding-box margin {meta.get('bb_margin', ROUTE_BB_MARGIN)})"
                  if meta.get("router", "router2") == "router2" else "")
+              + ("" if placed_only else ", timing-driven" if meta.get("route_timing", True)
+                 else ", not timing-driven")
               + f", placer {meta.get('placer', 'heap')} with seed "
               f"{meta.get('seed', 1)}. "
               + (f"Floorplan: {meta['floorplan']}. " if meta.get("floorplan") else "")
@@ -414,6 +416,8 @@ def build_report(work, board, config, meta):
                  if meta.get("bb_margin", ROUTE_BB_MARGIN) != ROUTE_BB_MARGIN else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
                  else "")
+              + (f" ROUTE_TIMING={int(meta['route_timing'])}"
+                 if meta.get("route_timing", True) != ROUTE_TIMING_DRIVEN else "")
               + (" PLACE_ONLY=1" if placed_only else "")
               + (" FLOORPLAN=0" if meta.get("use_floorplan") is False else "")
               + "`", ""]

@@ -141,6 +141,8 @@ def test_bad_seed_or_margin_is_refused_before_any_work(tmp_path):
         flow.run("ulx3s", "tiny", block="tile", bb_margin=-2, out=tmp_path)
     with pytest.raises(TypeError, match="bb_margin must be an integer"):
         flow.run("ulx3s", "tiny", block="tile", bb_margin=2.5, out=tmp_path)
+    with pytest.raises(TypeError, match="route_timing must be True or False, not 'no'"):
+        flow.run("ulx3s", "tiny", block="tile", route_timing="no", out=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
@@ -181,9 +183,11 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     # router2's bounding-box margin goes the same way (nextpnr reads it from the settings)
     assert int(settings["router2/bbMargin/x"], 2) == int(settings["router2/bbMargin/y"], 2) \
         == flow.ROUTE_BB_MARGIN
-    flow.route(board, tmp_path, "router2", bb_margin=12)
+    assert int(settings["timing_driven"], 2) == flow.ROUTE_TIMING_DRIVEN
+    flow.route(board, tmp_path, "router2", bb_margin=12, timing_driven=False)
     settings = json.loads(placed.read_text())["modules"]["top"]["settings"]
     assert int(settings["router2/bbMargin/x"], 2) == 12
+    assert settings["timing_driven"] == "0" * 32
     flow.place(board, tmp_path, seed=3, clock_mhz=48.0, placer="static")
     place_cmd, route_cmd, _, static_cmd = calls
     text = " ".join(str(c) for c in place_cmd)
