@@ -98,8 +98,9 @@ ROUTE_BB_MARGIN = 16
 
 #: router2 timing-driven (nextpnr's ``timing_driven`` setting) or not. Timing-driven,
 #: router2 scales an arc's congestion cost by ``1 - criticality**2``, so the arcs of the
-#: longest paths hardly yield their wires; on the `fpga` self-test, whose pipeline
-#: stages all come near the clock period, they never did (README, measured table)
+#: longest paths hardly yield their wires. On the `fpga` self-test routing without
+#: timing came no closer to the end (README, measured table), so the flow stays
+#: timing-driven; ``ROUTE_TIMING=0`` is there to try it on other designs.
 ROUTE_TIMING_DRIVEN = True
 
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
