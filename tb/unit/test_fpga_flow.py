@@ -434,3 +434,39 @@ def test_routing_stops_when_router2_stalls(tmp_path):
         f.write("Info:     iter=25 wires=1133777 overused=834 overuse=840 archfail=NA\n")
     assert flow._router_stalled(log) is None
     assert flow._router_stalled(log, patience=0) is not None
+
+
+def test_logic_tile_fill_counts_full_and_used_tiles(tmp_path):
+    from imnpu_fpga.report import build_report
+    from imnpu_hw import get_config
+
+    def cell(kind, bel=None):
+        return {"type": kind, "attributes": {"NEXTPNR_BEL": bel} if bel else {}}
+
+    cells = {f"full{i}": cell("TRELLIS_COMB", f"X4/Y7/SLICE{'ABCD'[i // 2]}.K{i % 2}")
+             for i in range(8)}
+    cells.update({f"part{i}": cell("TRELLIS_COMB", f"X5/Y7/SLICEA.K{i}") for i in range(2)})
+    cells.update(ff=cell("TRELLIS_FF", "X9/Y9/SLICEA.FF0"),     # not a LUT
+                 loose=cell("TRELLIS_COMB"))                     # not placed
+    placed = tmp_path / "placed.json"
+    placed.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    fill = flow.logic_tile_fill(placed, "ecp5")
+    assert fill == {"cell": "TRELLIS_COMB", "per_tile": 8, "used": 2, "full": 1}
+    assert flow.logic_tile_fill(placed, "ice40")["used"] == 0     # no ICESTORM_LC
+    assert flow.logic_tile_fill(placed, "xilinx") is None
+    cells["ninth"] = cell("TRELLIS_COMB", "X4/Y7/SLICEE.K0")
+    placed.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    with pytest.raises(flow.ToolError, match="more than 8 TRELLIS_COMB cells in one tile"):
+        flow.logic_tile_fill(placed, "ecp5")
+
+    # the report puts it under the utilisation, against the device's tiles
+    (tmp_path / "stat.json").write_text(json.dumps({"modules": {
+        "top": {"num_cells_by_type": {"LUT4": 10}}}}))
+    (tmp_path / "place_report.json").write_text(json.dumps({"utilization": {
+        "TRELLIS_COMB": {"used": 10, "available": 80}}}))
+    meta = {"board": "ulx3s", "block": "selftest", "top": "top", "kept_module": "top",
+            "core_mhz": 50.0, "placed_only": True, "logic_tiles": fill}
+    report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
+    assert report["logic_tiles"]["available"] == 10
+    text = (tmp_path / "report.md").read_text()
+    assert "2 of 10 hold logic, 1 of them are full (10 % of the device)" in text
