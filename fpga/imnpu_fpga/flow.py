@@ -466,10 +466,8 @@ def logic_tile_fill(placed, family):
 def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_density=None):
     t0 = time.monotonic()
     netlist, meta["floorplan"] = floorplan(board, work) if use_floorplan else ("synth.json", None)
-    seconds = place(board, work, seed, clock_mhz, placer, netlist, heap_density)
-    placed = work / "placed.json"
-    meta["logic_tiles"] = logic_tile_fill(placed, board.family) if placed.exists() else None
-    return time.monotonic() - t0 + seconds
+    return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist,
+                                         heap_density)
 
 
 def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None):
@@ -725,8 +723,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                                                  use_floorplan, meta, heap_density))
     if placed and "floorplan" not in meta:
         meta["floorplan"] = old.get("floorplan")
-    if placed and "logic_tiles" not in meta:
-        meta["logic_tiles"] = old.get("logic_tiles")
+    if placed and (work / "placed.json").exists():   # a reused placement too
+        meta["logic_tiles"] = logic_tile_fill(work / "placed.json", board.family)
     if placed and not do_route:
         meta["placed_only"] = True
     elif placed:

@@ -252,7 +252,7 @@ def build_report(work, board, config, meta):
             total = util[tiles["cell"]]["available"] // tiles["per_tile"]
             report["logic_tiles"] = dict(tiles, available=total)
             lines += [f"Logic tiles ({tiles['per_tile']} `{tiles['cell']}` each): "
-                      f"{tiles['used']} of {total} hold logic, {tiles['full']} of them are "
+                      f"{tiles['used']:,} of {total:,} hold logic, {tiles['full']:,} of them are "
                       f"full ({100.0 * tiles['full'] / total:.0f} % of the device); where "
                       "most are full the router has little room to detour.", ""]
     elif meta.get("pnr_error"):
