@@ -436,33 +436,6 @@ def place(board, work, seed=1, clock_mhz=50.0, placer=DEFAULT_PLACER, netlist="s
                 abort=lambda: _over_utilised(work / "place.log"))
 
 
-#: the LUT cell of each family and how many of them one logic tile holds (an ECP5 PLC:
-#: 4 slices of 2 LUT4; an iCE40 PLB: 8 logic cells)
-LOGIC_CELLS = {"ecp5": ("TRELLIS_COMB", 8), "ice40": ("ICESTORM_LC", 8)}
-_BEL_TILE = re.compile(r"^X(\d+)/Y(\d+)/")
-
-
-def logic_tile_fill(placed, family):
-    """How the placement in ``placed`` (nextpnr's JSON) fills the logic tiles:
-    ``{"cell", "per_tile", "used", "full"}`` (tiles holding any LUT cell, tiles holding
-    ``per_tile`` of them), or ``None`` for a family without :data:`LOGIC_CELLS`. Where
-    most tiles are full the router has little room to detour."""
-    if family not in LOGIC_CELLS:
-        return None
-    cell_type, per_tile = LOGIC_CELLS[family]
-    count = {}
-    for module in json.loads(Path(placed).read_text())["modules"].values():
-        for cell in module.get("cells", {}).values():
-            m = (cell["type"] == cell_type
-                 and _BEL_TILE.match(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
-            if m:
-                count[m.groups()] = count.get(m.groups(), 0) + 1
-    if any(n > per_tile for n in count.values()):
-        raise ToolError(f"{placed}: more than {per_tile} {cell_type} cells in one tile")
-    return {"cell": cell_type, "per_tile": per_tile, "used": len(count),
-            "full": sum(n == per_tile for n in count.values())}
-
-
 def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_density=None):
     t0 = time.monotonic()
     netlist, meta["floorplan"] = floorplan(board, work) if use_floorplan else ("synth.json", None)
@@ -592,7 +565,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
         bb_margin=ROUTE_BB_MARGIN, route_timing=ROUTE_TIMING_DRIVEN):
     from imnpu_hw import get_config
     from imnpu_hw.params import non_negative_int
-    from .report import build_report
+    from .report import build_report, logic_tile_fill
 
     board = get_board(board_name)
     if block not in BLOCKS:

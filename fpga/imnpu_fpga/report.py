@@ -11,10 +11,10 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from .flow import ROUTE_BB_MARGIN, ROUTE_TIMING_DRIVEN
+from .flow import ROUTE_BB_MARGIN, ROUTE_TIMING_DRIVEN, ToolError
 
 __all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name",
-           "placement_fmax"]
+           "placement_fmax", "logic_tile_fill"]
 
 #: yosys cell -> (category, weight in LUT slots or units)
 ECP5_CELLS = {
@@ -52,6 +52,34 @@ ICE40_BELS = {
     "ICESTORM_PLL": ("PLLs", "pll"),
     "SB_GB": ("global buffers", "clock"),
 }
+
+
+#: LUT cells one logic tile holds: an ECP5 PLC (4 slices of 2 LUT4), an iCE40 PLB
+#: (8 logic cells)
+LUTS_PER_TILE = 8
+_BEL_TILE = re.compile(r"^X(\d+)/Y(\d+)/")
+
+
+def logic_tile_fill(placed, family):
+    """How the placement in ``placed`` (nextpnr's JSON) fills the logic tiles:
+    ``{"cell", "per_tile", "used", "full"}`` (tiles holding any LUT cell, tiles holding
+    ``per_tile`` of them), or ``None`` for a family without a bel table here. Where
+    most tiles are full the router has little room to detour."""
+    bels = {"ecp5": ECP5_BELS, "ice40": ICE40_BELS}.get(family)
+    if bels is None:
+        return None
+    cell_type = next(bel for bel, (_, kind) in bels.items() if kind == "lut")
+    count = Counter()
+    for module in json.loads(Path(placed).read_text())["modules"].values():
+        for cell in module.get("cells", {}).values():
+            m = (cell["type"] == cell_type
+                 and _BEL_TILE.match(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+            if m:
+                count[m.groups()] += 1
+    if any(n > LUTS_PER_TILE for n in count.values()):
+        raise ToolError(f"{placed}: more than {LUTS_PER_TILE} {cell_type} cells in one tile")
+    return {"cell": cell_type, "per_tile": LUTS_PER_TILE, "used": len(count),
+            "full": sum(n == LUTS_PER_TILE for n in count.values())}
 
 
 def _cells(board):

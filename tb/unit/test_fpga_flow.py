@@ -437,7 +437,7 @@ def test_routing_stops_when_router2_stalls(tmp_path):
 
 
 def test_logic_tile_fill_counts_full_and_used_tiles(tmp_path):
-    from imnpu_fpga.report import build_report
+    from imnpu_fpga.report import build_report, logic_tile_fill
     from imnpu_hw import get_config
 
     def cell(kind, bel=None):
@@ -450,14 +450,14 @@ def test_logic_tile_fill_counts_full_and_used_tiles(tmp_path):
                  loose=cell("TRELLIS_COMB"))                     # not placed
     placed = tmp_path / "placed.json"
     placed.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
-    fill = flow.logic_tile_fill(placed, "ecp5")
+    fill = logic_tile_fill(placed, "ecp5")
     assert fill == {"cell": "TRELLIS_COMB", "per_tile": 8, "used": 2, "full": 1}
-    assert flow.logic_tile_fill(placed, "ice40")["used"] == 0     # no ICESTORM_LC
-    assert flow.logic_tile_fill(placed, "xilinx") is None
+    assert logic_tile_fill(placed, "ice40")["used"] == 0     # no ICESTORM_LC
+    assert logic_tile_fill(placed, "xilinx") is None
     cells["ninth"] = cell("TRELLIS_COMB", "X4/Y7/SLICEE.K0")
     placed.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     with pytest.raises(flow.ToolError, match="more than 8 TRELLIS_COMB cells in one tile"):
-        flow.logic_tile_fill(placed, "ecp5")
+        logic_tile_fill(placed, "ecp5")
 
     # the report puts it under the utilisation, against the device's tiles
     (tmp_path / "stat.json").write_text(json.dumps({"modules": {
