@@ -470,6 +470,48 @@ def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None
         placed.write_text(json.dumps(design))
 
 
+#: pins nextpnr reaches from an ECP5 global net through the tile's clock, set/reset
+#: and enable muxes; any other load of a global net it routes from the global through
+#: general routing wires it locks (see :func:`_logic_loads_off_globals`)
+GLOBAL_PINS = {"TRELLIS_FF": {"CLK", "LSR", "CE"}, "TRELLIS_COMB": {"WCK", "WRE"}}
+
+
+def _logic_loads_off_globals(placed):
+    """Move the logic loads of every ``DCCA`` output net in the placed design to the
+    buffer's input net; returns how many moved.
+
+    The board wrapper puts the reset on a global net (``DCCA``). Yosys merges the reset
+    with another synchronous clear into a LUT4 driving the flip-flop's LSR, so a few
+    LUT inputs load the global net too. nextpnr routes those from the global network
+    through general routing it locks before router2 starts, and that can leave no way
+    into another input of the same slice: on the `fpga` self-test router2 failed at
+    once ('Failed to route arc' into a slice next to a reset LUT). On the buffer's
+    input they are ordinary loads; nextpnr's own promotion of a clock does the same."""
+    design = json.loads(placed.read_text())
+    moved = 0
+    for module in design["modules"].values():
+        cells = module.get("cells", {})
+        remap = {}
+        for cell in cells.values():
+            if cell["type"] == "DCCA" and cell["connections"].get("CLKO") \
+                    and cell["connections"].get("CLKI"):
+                remap[cell["connections"]["CLKO"][0]] = cell["connections"]["CLKI"][0]
+        for cell in cells.values():
+            keep = GLOBAL_PINS.get(cell["type"])
+            if keep is None:
+                continue
+            for port, bits in cell["connections"].items():
+                if port in keep or cell["port_directions"].get(port) != "input":
+                    continue
+                new = [remap.get(b, b) for b in bits]
+                if new != bits:
+                    cell["connections"][port] = new
+                    moved += 1
+    if moved:
+        placed.write_text(json.dumps(design))
+    return moved
+
+
 def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN,
           timing_driven=ROUTE_TIMING_DRIVEN):
     """nextpnr routing of :func:`place`'s ``placed.json`` (``--no-pack --no-place``):
@@ -479,6 +521,9 @@ def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN,
     routed design's timing."""
     _set_router(work / "placed.json", router, ROUTE_THREADS,
                 bb_margin if router == "router2" else None, timing_driven)
+    moved = _logic_loads_off_globals(work / "placed.json")
+    if moved:
+        log(f"routing: {moved} logic loads of global nets moved to the buffers' inputs")
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]

@@ -4,9 +4,10 @@
 oscillator (``clk_board``), makes the core clock (an ECP5 ``EHXPLLL`` /
 iCE40 ``SB_PLL40_CORE`` from ``ecppll`` / ``icepll``, a Xilinx ``MMCME2_BASE``,
 or the oscillator itself when the frequencies agree), synchronises the reset
-button (and the PLL lock) into the ``sync`` domain, and hands the LEDs and the
-UART to a *design*: a component with ``led``, ``uart_tx`` (``Out``) and
-``uart_rx`` (``In``) members, clocked by ``sync``:
+button (and the PLL lock) into the ``sync`` domain (on the ECP5 through a
+global clock buffer, ``DCCA``: the reset reaches nearly every flip-flop), and
+hands the LEDs and the UART to a *design*: a component with ``led``,
+``uart_tx`` (``Out``) and ``uart_rx`` (``In``) members, clocked by ``sync``:
 
 * :class:`imnpu_fpga.selftest.SelfTest`: the IMNPU top level, an on-chip AXI4
   RAM holding a compiled network, and a host FSM that runs one inference and
@@ -20,7 +21,7 @@ UART to a *design*: a component with ``led``, ``uart_tx`` (``Out``) and
 
 from amaranth import Cat, ClockDomain, Const, Instance, Module, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer, FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["DesignSignature", "BoardTop", "Harness", "BuilderWithMemory", "PLL_MODULE"]
@@ -85,7 +86,17 @@ class BoardTop(wiring.Component):
             m.submodules.bufg = Instance("BUFG", i_I=unbuffered, o_O=cd.clk)
 
         pressed = ~self.button_reset if board.reset_active_low else self.button_reset
-        m.submodules.reset_sync = ResetSynchronizer(pressed | ~locked, domain="sync")
+        if board.family == "ecp5":
+            # The reset reaches nearly every flip-flop. On one of the ECP5's global
+            # clock nets (a DCCA buffer) it leaves the general routing, and the
+            # placer's wire length, to the datapath; nextpnr promotes only clocks.
+            synced = Signal()
+            m.submodules.reset_sync = AsyncFFSynchronizer(pressed | ~locked, synced,
+                                                          o_domain="sync")
+            m.submodules.reset_buffer = Instance("DCCA", i_CLKI=synced, i_CE=Const(1),
+                                                 o_CLKO=cd.rst)
+        else:
+            m.submodules.reset_sync = ResetSynchronizer(pressed | ~locked, domain="sync")
 
         m.submodules.design = design = self.design
         uart_rx = Signal(init=1)

