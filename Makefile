@@ -36,7 +36,7 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
-	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [SYNTH_ONLY=1] [PLACE_ONLY=1] [PLACER=static|heap] [HEAP_DENSITY=0.8] [SEED=1] [ROUTER=router1|router2] [BB_MARGIN=16] [ROUTE_TIMING=0|1] [FLOORPLAN=0]"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [SYNTH_ONLY=1] [PLACE_ONLY=1] [PLACER=static|heap] [HEAP_DENSITY=0.8] [SEED=2] [ROUTER=router1|router2] [BB_MARGIN=16] [ROUTE_TIMING=0|1] [FLOORPLAN=0]"
 	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
 	@echo "                 (SYNTH_ONLY=1: synthesis and its resource report only;"
 	@echo "                 PLACE_ONLY=1: no routing, nextpnr's placement estimate of Fmax and the critical path;"

@@ -1,8 +1,9 @@
 """Critical paths of a placed, unrouted design, from nextpnr's SDF.
 
 nextpnr prints its post-placement Fmax estimate but names no path before
-routing, and routing the whole self-test takes hours. Its SDF, written after
-placement (``--no-route --sdf``), holds the same estimates the placer uses:
+routing, and routing the whole self-test takes a quarter of an hour or more.
+Its SDF, written after placement (``--no-route --sdf``), holds the same
+estimates the placer uses:
 cell delays (``IOPATH``), predicted net delays (``INTERCONNECT``) and setup
 times. :func:`analyse` runs a longest-path search over them and returns the
 worst register-to-register paths in the shape of nextpnr's JSON report

@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from .flow import ROUTE_BB_MARGIN, ROUTE_TIMING_DRIVEN, ToolError
+from .flow import PLACER_SEED, ROUTE_BB_MARGIN, ROUTE_TIMING_DRIVEN, ToolError
 
 __all__ = ["build_report", "yosys_resources", "critical_path_summary", "rtl_name",
            "placement_fmax", "logic_tile_fill"]
@@ -447,7 +447,7 @@ def build_report(work, board, config, meta):
               + (f" PLACER={meta.get('placer', 'heap')}" if meta.get("placer", "heap") != "static"
                  else "")
               + (f" HEAP_DENSITY={meta['heap_density']:g}" if meta.get("heap_density") else "")
-              + (f" SEED={meta['seed']}" if meta.get("seed", 1) != 1 else "")
+              + (f" SEED={meta['seed']}" if meta.get("seed", PLACER_SEED) != PLACER_SEED else "")
               + (f" BB_MARGIN={meta['bb_margin']}"
                  if meta.get("bb_margin", ROUTE_BB_MARGIN) != ROUTE_BB_MARGIN else "")
               + (f" ROUTER={meta['router']}" if meta.get("router", "router2") != "router2"
