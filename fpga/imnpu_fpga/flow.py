@@ -30,7 +30,9 @@ Synthesis choices (the same for every block):
 Placement choice: on ECP5 the tile arrays' block RAMs get fixed sites before
 placement, each tile's side by side in one block RAM row
 (:mod:`imnpu_fpga.floorplan`; ``--no-floorplan`` leaves them to the placer).
-Routing (router2) stops when it has not reduced its over-used wires for
+Before routing, loads of a global net (the ECP5 reset's ``DCCA``) that are not
+flip-flop clock, set/reset or enable pins move to the buffer's input. Routing
+(router2) stops when it has not reduced its over-used wires for
 :data:`ROUTE_STALL_ITERATIONS` iterations.
 
 Out-of-context blocks (``--block tile|cluster|top|builder``) sit in
@@ -112,8 +114,8 @@ PLACER_SEED = 2
 
 #: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
-#: router2 gets further on it, though not to the end yet, than on the analytic
-#: placement of the 91 %-full ECP5-85F, whose timing estimate is better)
+#: router2 gets further on it than on the analytic placement, whose timing estimate
+#: is better; with the reset on a global net router2 finishes on it, seed 2)
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 
