@@ -466,6 +466,17 @@ def test_routing_stops_when_router2_stalls(tmp_path):
     assert flow._router_stalled(log) is None
     assert flow._router_stalled(log, patience=0) is not None
 
+    # near the end (a least below ROUTE_TAIL_WIRES) router2 gets ROUTE_TAIL_ITERATIONS
+    tail = [50, 1] + [2] * (flow.ROUTE_TAIL_ITERATIONS - 1)
+    log.write_text("".join(f"Info:     iter={i + 1} wires=1 overused={n} overuse={n}\n"
+                           for i, n in enumerate(tail)))
+    assert flow._router_stalled(log) is None
+    with log.open("a") as f:
+        f.write(f"Info:     iter={len(tail) + 1} wires=1 overused=3 overuse=3\n")
+    assert flow._router_stalled(log) == (
+        "router2 stalled: its least over-used wires 1 at iteration 2, none fewer in the "
+        f"{flow.ROUTE_TAIL_ITERATIONS} iterations after")
+
 
 def test_logic_tile_fill_counts_full_and_used_tiles(tmp_path):
     from imnpu_fpga.report import build_report, logic_tile_fill
