@@ -464,12 +464,12 @@ def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_
                                          heap_density)
 
 
-def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None):
+def _set_router(design, router, threads=None, bb_margin=None, timing_driven=None):
     """Write ``router`` (and ``threads``, router2's ``bb_margin``, ``timing_driven``, if
-    given) into the settings of the placed design: nextpnr takes the settings a design
-    carries over its command line (``--router``, ``--freq``, ``--threads``: the
-    placement's thread count would otherwise be the routing's too)."""
-    design = json.loads(placed.read_text())
+    given) into the settings of the placed ``design`` (nextpnr's JSON, changed in place);
+    returns whether anything changed. nextpnr takes the settings a design carries over
+    its command line (``--router``, ``--freq``, ``--threads``: the placement's thread
+    count would otherwise be the routing's too)."""
     wanted = {"router": router}
     # integers and booleans as nextpnr writes them
     if threads is not None:
@@ -487,8 +487,7 @@ def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None
             if settings.get(key) != value:
                 settings[key] = value
                 changed = True
-    if changed:
-        placed.write_text(json.dumps(design))
+    return changed
 
 
 #: pins nextpnr reaches from an ECP5 global net through the tile's clock, set/reset
@@ -497,9 +496,10 @@ def _set_router(placed, router, threads=None, bb_margin=None, timing_driven=None
 GLOBAL_PINS = {"TRELLIS_FF": {"CLK", "LSR", "CE"}, "TRELLIS_COMB": {"WCK", "WRE"}}
 
 
-def _logic_loads_off_globals(placed):
-    """Move the logic loads of every ``DCCA`` output net in the placed design to the
-    buffer's input net; returns how many moved.
+def _logic_loads_off_globals(design):
+    """Move the logic loads of every ``DCCA`` output net in the placed ``design``
+    (nextpnr's JSON, changed in place) to the buffer's input net; returns how many
+    moved.
 
     The board wrapper puts the reset on a global net (``DCCA``). Yosys merges the reset
     with another synchronous clear into a LUT4 driving the flip-flop's LSR, so a few
@@ -508,7 +508,6 @@ def _logic_loads_off_globals(placed):
     into another input of the same slice: on the `fpga` self-test router2 failed at
     once ('Failed to route arc' into a slice next to a reset LUT). On the buffer's
     input they are ordinary loads; nextpnr's own promotion of a clock does the same."""
-    design = json.loads(placed.read_text())
     moved = 0
     for module in design["modules"].values():
         cells = module.get("cells", {})
@@ -528,8 +527,6 @@ def _logic_loads_off_globals(placed):
                 if new != bits:
                     cell["connections"][port] = new
                     moved += 1
-    if moved:
-        placed.write_text(json.dumps(design))
     return moved
 
 
@@ -540,11 +537,15 @@ def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN,
     ``bb_margin``: router2's bounding-box margin (:data:`ROUTE_BB_MARGIN`);
     ``timing_driven``: :data:`ROUTE_TIMING_DRIVEN`. Either way nextpnr reports the
     routed design's timing."""
-    _set_router(work / "placed.json", router, ROUTE_THREADS,
-                bb_margin if router == "router2" else None, timing_driven)
-    moved = _logic_loads_off_globals(work / "placed.json")
+    placed = work / "placed.json"
+    design = json.loads(placed.read_text())      # about 100 MB on the fpga self-test
+    changed = _set_router(design, router, ROUTE_THREADS,
+                          bb_margin if router == "router2" else None, timing_driven)
+    moved = _logic_loads_off_globals(design)
     if moved:
         log(f"routing: {moved} logic loads of global nets moved to the buffers' inputs")
+    if changed or moved:
+        placed.write_text(json.dumps(design))
     # router2 by default: router1 stalls with thousands of overused wires on the IMNPU's
     # DSP-heavy clusters (it gives a few MHz more on the tile alone)
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
