@@ -551,7 +551,7 @@ def route(board, work, router="router2", bb_margin=ROUTE_BB_MARGIN,
     out = ["--textcfg", "pnr.config"] if board.family == "ecp5" else ["--asc", "pnr.asc"]
     cmd = [find_tool(f"yowasp-nextpnr-{board.family}"), *board.nextpnr_args,
            "--json", "placed.json", "--no-pack", "--no-place", "--router", router, *out,
-           "--report", "pnr_report.json", "--detailed-timing-report",
+           "--report", "pnr_report.json", "--detailed-timing-report", "--sdf", "routed.sdf",
            "--timing-allow-fail", "--threads", str(ROUTE_THREADS), "--log", "pnr.log"]
     return _run(cmd, work / "pnr.stdout", f"routing (nextpnr {router})", work,
                 progress=lambda: _nextpnr_progress(work / "pnr.log"),
@@ -758,7 +758,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     # a new placement makes the routing stale
     placed = do_pnr and step("placement", "place.key", place_key,
                              ("place_report.json", "place.sdf", "placed.json"),
-                             ("pnr.key", "pnr_report.json", routed),
+                             ("pnr.key", "pnr_report.json", "routed.sdf", routed),
                              lambda: _place_step(board, work, seed, clock_mhz, placer,
                                                  use_floorplan, meta, heap_density))
     if placed and "floorplan" not in meta:
@@ -773,7 +773,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             route_key.append(f"bounding-box margin {bb_margin}")
         route_key.append("timing-driven" if route_timing else "not timing-driven")
         meta["routed"] = step("routing", "pnr.key", _key(route_key),
-                              ("pnr_report.json", routed), (),
+                              ("pnr_report.json", routed), ("routed.sdf",),
                               lambda: route(board, work, router, bb_margin, route_timing))
     if do_pack and not meta.get("pnr_error"):
         meta["bitstream"] = str(pack(board, work, top_name))

@@ -227,6 +227,10 @@ def build_report(work, board, config, meta):
     placed_only = bool(meta.get("placed_only"))   # nextpnr --no-route: estimates
     if meta.get("routed") and (work / "pnr_report.json").exists():
         pnr = json.loads((work / "pnr_report.json").read_text())
+        if (work / "routed.sdf").exists():
+            from .placed_timing import analyse
+            routed = analyse(work / "routed.sdf", 1000 / meta["core_mhz"])
+            pnr["placed_timing"] = {k: v for k, v in routed.items() if k != "critical_paths"}
     elif placed_only and not meta.get("pnr_error") and (work / "place_report.json").exists():
         pnr = json.loads((work / "place_report.json").read_text())
         # without routing nextpnr's JSON report holds no timing: its log has the estimate
@@ -358,10 +362,12 @@ def build_report(work, board, config, meta):
                 fmax_core = f["achieved"]
         lines.append("")
         placed = pnr.get("placed_timing")
-        if placed_only and placed:
+        if placed:
             report["placed_timing"] = placed
-            lines += [f"Paths from the placer's delay estimates in `place.sdf` "
-                      f"(`imnpu_fpga.placed_timing`): worst {1000 / placed['fmax_mhz']:.2f} ns; "
+            source = ("Paths from the placer's delay estimates in `place.sdf`" if placed_only
+                      else "Register inputs from the routed delays in `routed.sdf`")
+            lines += [f"{source} (`imnpu_fpga.placed_timing`): worst "
+                      f"{1000 / placed['fmax_mhz']:.2f} ns; "
                       f"{placed['failing']} of {placed['endpoints']} register inputs miss "
                       f"{meta['core_mhz']:g} MHz.", ""]
             if placed["failing_by_signal"]:

@@ -241,6 +241,8 @@ def test_placement_then_routing_of_the_placed_design(monkeypatch, tmp_path, boar
     assert place_cmd[place_cmd.index("--threads") + 1] == "1"
     routed = "--textcfg" if board.family == "ecp5" else "--asc"
     assert routed in route_cmd and routed not in place_cmd
+    # the routed delays, for the failing register inputs in the report
+    assert route_cmd[route_cmd.index("--sdf") + 1] == "routed.sdf"
 
 
 def _sdf_cell(ctype, inst, iopaths=(), setups=()):
@@ -541,3 +543,30 @@ def test_logic_loads_of_a_global_net_move_to_the_buffer_input():
     assert conn["dsp"] == {"RST0": [11], "P0": [15]}     # not a slice: left to nextpnr
     assert conn["reset_buffer"]["CLKO"] == [11]
     assert flow._logic_loads_off_globals(design) == 0      # nothing left to move
+
+
+def test_routed_report_counts_failing_register_inputs_from_the_routed_sdf(tmp_path):
+    """After routing the report counts the register inputs that miss the clock from
+    ``routed.sdf`` (nextpnr's report names one path only)."""
+    from imnpu_fpga.report import build_report
+    from imnpu_hw import get_config
+    _sdf(tmp_path)      # worst: ram -> y -> q, 6000 + 300 + 240 + 500 + 110 ps = 7.15 ns
+    (tmp_path / "place.sdf").rename(tmp_path / "routed.sdf")
+    (tmp_path / "stat.json").write_text(json.dumps({"modules": {
+        "top": {"num_cells_by_type": {"LUT4": 10}}}}))
+    (tmp_path / "pnr_report.json").write_text(json.dumps({
+        "utilization": {"TRELLIS_COMB": {"used": 10, "available": 80}},
+        "fmax": {"$glbnet$design.clk": {"achieved": 139.86, "constraint": 150.0}},
+        "critical_paths": []}))
+    meta = {"board": "ulx3s", "block": "selftest", "top": "top", "kept_module": "top",
+            "core_mhz": 150.0, "routed": True}
+    report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
+    timing = report["placed_timing"]
+    assert timing["fmax_mhz"] == 139.86 and timing["failing"] == 1
+    assert timing["failing_by_signal"] == [("q", 1)]
+    text = (tmp_path / "report.md").read_text()
+    assert "Register inputs from the routed delays in `routed.sdf`" in text
+    assert "1 of 2 register inputs miss 150 MHz" in text
+    meta["core_mhz"] = 125.0            # 7.15 ns fits in 8 ns
+    report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
+    assert report["placed_timing"]["failing"] == 0
