@@ -808,6 +808,14 @@ class Cluster(wiring.Component):
         # next value of (oj, obank), so the read data always belong to the current one.
         # A read does not see the accumulator write of its own cycle: that is forwarded.
         # (Parameters are written only while the output engine is idle.)
+        # The step after (oj, obank) and ``o_last`` (oj is the bank's last channel step)
+        # come from registers, so the output stage's ready only selects between two
+        # addresses: the read address is one LUT behind the ready chain, not a 16-bit
+        # compare with the descriptor's ``cpt`` (it was the self-test's critical path on
+        # the ECP5, into the far-away accumulator block RAMs).
+        o_last = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(feeding & stage_ready)
         oj_next = Signal.like(oj)
         obank_next = Signal.like(obank)
         if P & (P - 1) == 0:
@@ -838,20 +846,25 @@ class Cluster(wiring.Component):
                 st.inp.payload.relu.eq(d.relu),
                 st.inp.payload.out_kind.eq(d.o_type.encoding),
                 st.inp.payload.out_bits.eq(d.o_type.bits),
-                st.inp.payload.tag.eq(oj == d.cpt - 1),
+                st.inp.payload.tag.eq(o_last),
             ]
         set_full = Signal(BANKS)
         clear_full = Signal(BANKS)
         with m.If(stage.valid & stage.last):
             m.d.comb += set_full.bit_select(stage.bank, 1).eq(1)
-        m.d.comb += [oj_next.eq(oj), obank_next.eq(obank)]
-        with m.If(feeding & stage_ready):
-            with m.If(oj == d.cpt - 1):
-                m.d.comb += [oj_next.eq(0), obank_next.eq(Mux(obank == BANKS - 1, 0, obank + 1))]
-                m.d.comb += clear_full.bit_select(obank, 1).eq(1)
-            with m.Else():
-                m.d.comb += oj_next.eq(oj + 1)
-        m.d.sync += [oj.eq(oj_next), obank.eq(obank_next)]
+        oj_step = Signal.like(oj)           # (oj, obank) after this step, from registers
+        obank_step = Signal.like(obank)
+        m.d.comb += [oj_step.eq(Mux(o_last, 0, oj + 1)),
+                     obank_step.eq(Mux(o_last, Mux(obank == BANKS - 1, 0, obank + 1), obank)),
+                     oj_next.eq(Mux(advance, oj_step, oj)),
+                     obank_next.eq(Mux(advance, obank_step, obank))]
+        with m.If(advance & o_last):
+            m.d.comb += clear_full.bit_select(obank, 1).eq(1)
+        # o_last == (oj == cpt - 1), a cycle behind a new descriptor's cpt: the output
+        # engine is idle then (its banks fill from the new layer's commands first)
+        m.d.sync += [oj.eq(oj_next), obank.eq(obank_next),
+                     o_last.eq(Mux(advance, Mux(o_last, d.cpt == 1, oj == d.cpt - 2),
+                                   oj == d.cpt - 1))]
         m.d.sync += bank_full.eq((bank_full & ~clear_full) | set_full)
         reserve = Signal(BANKS)
         with m.If(issue_first_k & chunk.payload.first):
@@ -902,9 +915,21 @@ class Cluster(wiring.Component):
         n_step = Signal.like(n_valid)       # n_valid of the next step of this pixel
         m.d.comb += [n_pass.eq(clamp_valid(rem_pass)), n_step.eq(clamp_valid(remaining - T))]
 
+        # sub and n_valid are set through their next values, so that ``last_sub`` (this
+        # step's last output: raw, sub = n_valid - 1; else always) is a register: it
+        # gates the output stages' ready, which the output engine's read addresses and
+        # the accumulator block RAMs wait for
+        sub_next = Signal.like(sub)
+        n_valid_next = Signal.like(n_valid)
+        last_sub = Signal(init=1)
+        m.d.comb += [sub_next.eq(sub), n_valid_next.eq(n_valid)]
+        m.d.sync += [sub.eq(sub_next), n_valid.eq(n_valid_next),
+                     last_sub.eq(~raw | (sub_next >= n_valid_next - 1))]   # raw: pk_raw next
+
         def load_ch_base(value, n_value):
             """ch_base <= value with its n_valid, at sub = 0."""
-            m.d.sync += [ch_base.eq(value), n_valid.eq(n_value),
+            m.d.comb += n_valid_next.eq(n_value)
+            m.d.sync += [ch_base.eq(value),
                          app_len.eq(Mux(pk_raw, Mux(n_value != 0, 32, 0), n_value << lg_out[:2]))]
 
         bitpos = Signal(range(AW))           # next free bit in the word buffer
@@ -917,7 +942,6 @@ class Cluster(wiring.Component):
 
         # bits appended this cycle
         app_bits = Signal(32 * T)
-        last_sub = Signal()
         with m.If(pk_raw):
             vals = [o.payload.value for o in outs]
             sel = Signal(32)
@@ -925,7 +949,7 @@ class Cluster(wiring.Component):
                 for t in range(T):
                     with m.Case(t):
                         m.d.comb += sel.eq(vals[t])
-            m.d.comb += [app_bits.eq(sel), last_sub.eq(sub >= n_valid - 1)]
+            m.d.comb += app_bits.eq(sel)
         with m.Else():
             codes = Signal(4 * T)
             with m.Switch(lg_out):
@@ -934,7 +958,7 @@ class Cluster(wiring.Component):
                         m.d.comb += codes.eq(Cat(*[o.payload.code[:1 << lg] for o in outs]))
             keep = Signal(4 * T)
             m.d.comb += [keep.eq(codes & ((Const(1, 4 * T + 1) << app_len) - 1)),
-                         app_bits.eq(keep), last_sub.eq(1)]
+                         app_bits.eq(keep)]
 
         tail_pending = Signal()             # the pixel's last word still to write
         take = Signal()
@@ -977,8 +1001,9 @@ class Cluster(wiring.Component):
             m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0),
                          bitpos.eq(pass_bits & (AW - 1)),
                          waddr.eq(d.out_base + (pass_bits >> exact_log2(AW))),
-                         pass_bit.eq(pass_bits), wbuf.eq(0), wen.eq(0), sub.eq(0),
+                         pass_bit.eq(pass_bits), wbuf.eq(0), wen.eq(0),
                          tail_pending.eq(0)]
+            m.d.comb += sub_next.eq(0)
         with m.Elif(tail_pending):
             m.d.sync += tail_pending.eq(0)
             m.d.comb += pixel_advance.eq(1)
@@ -986,9 +1011,9 @@ class Cluster(wiring.Component):
             # raw: app_len stays 32 while sub < n_valid - 1; a step's last sub is
             # followed by a load_ch_base (here or at the pixel advance)
             with m.If(~last_sub):
-                m.d.sync += sub.eq(sub + 1)
+                m.d.comb += sub_next.eq(sub + 1)
             with m.Else():
-                m.d.sync += sub.eq(0)
+                m.d.comb += sub_next.eq(0)
             with m.If(flush):
                 with m.If(end_spills):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
@@ -1012,7 +1037,14 @@ class Cluster(wiring.Component):
                 waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
             ]
             load_ch_base(pass_ch, n_pass)
-        m.d.comb += run_done.eq(pixel_advance & (pix_count == dp["pix_last"]))
+        # pix_count == pix_last as a register: the pass's end then follows the word
+        # end (bitpos + app_len) by one gate, not by a 32-bit comparison as well
+        pix_final = Signal()
+        with m.If(run_start):
+            m.d.sync += pix_final.eq(dp["pix_last"] == 0)
+        with m.Elif(pixel_advance):
+            m.d.sync += pix_final.eq(pix_count + 1 == dp["pix_last"])
+        m.d.comb += run_done.eq(pixel_advance & pix_final)
         pack_wr_data = Signal(AW)
         pack_wr_en = Signal(AW // 4)
         with m.If(tail_pending):

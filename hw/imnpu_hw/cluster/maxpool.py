@@ -303,18 +303,16 @@ class MaxPoolUnit(wiring.Component):
         win = Signal(aw)        # pixel (0, 0) of the window, word 0
         row = Signal(aw)        # pixel (0, 0) of the first window of this output row
 
+        # kx + 1 == kw, ... as registers, set with the counters from comparisons of
+        # their present values: the READ state's priority chain then starts at flip-flops,
+        # not behind five adders and comparators (a critical path on the ECP5)
         last_x = Signal()
         last_y = Signal()
         last_w = Signal()
         last_ox = Signal()
         last_oy = Signal()
-        m.d.comb += [
-            last_x.eq(kx + 1 == L.kw),
-            last_y.eq(ky + 1 == L.kh),
-            last_w.eq(w + 1 == L.pixel_words),
-            last_ox.eq(ox + 1 == L.out_w),
-            last_oy.eq(oy + 1 == L.out_h),
-        ]
+        first = [last_x.eq(L.kw == 1), last_y.eq(L.kh == 1), last_w.eq(L.pixel_words == 1),
+                 last_ox.eq(L.out_w == 1), last_oy.eq(L.out_h == 1)]
 
         reading = Signal()
         m.d.comb += [
@@ -377,6 +375,7 @@ class MaxPoolUnit(wiring.Component):
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
+                m.d.sync += first                   # the counters are all 0
                 with m.If(legal):
                     m.next = "READ"
                 with m.Else():
@@ -385,22 +384,26 @@ class MaxPoolUnit(wiring.Component):
             with m.State("READ"):
                 m.d.comb += [self.busy.eq(1), reading.eq(1)]
                 with m.If(~last_x):
-                    m.d.sync += [kx.eq(kx + 1), ptr.eq(ptr + L.pixel_words)]
+                    m.d.sync += [kx.eq(kx + 1), ptr.eq(ptr + L.pixel_words),
+                                 last_x.eq(kx + 2 == L.kw)]
                 with m.Elif(~last_y):
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1),
-                                 ptr_row.eq(ptr_row + row_pitch), ptr.eq(ptr_row + row_pitch)]
+                                 ptr_row.eq(ptr_row + row_pitch), ptr.eq(ptr_row + row_pitch),
+                                 first[0], last_y.eq(ky + 2 == L.kh)]
                 with m.Elif(~last_w):
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(w + 1),
-                                 win_w.eq(win_w + 1), ptr_row.eq(win_w + 1), ptr.eq(win_w + 1)]
+                                 win_w.eq(win_w + 1), ptr_row.eq(win_w + 1), ptr.eq(win_w + 1),
+                                 *first[:2], last_w.eq(w + 2 == L.pixel_words)]
                 with m.Elif(~last_ox):
                     nxt = win + step_x
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(0), ox.eq(ox + 1),
-                                 win.eq(nxt), win_w.eq(nxt), ptr_row.eq(nxt), ptr.eq(nxt)]
+                                 win.eq(nxt), win_w.eq(nxt), ptr_row.eq(nxt), ptr.eq(nxt),
+                                 *first[:3], last_ox.eq(ox + 2 == L.out_w)]
                 with m.Elif(~last_oy):
                     nxt = row + step_y
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(0), ox.eq(0), oy.eq(oy + 1),
                                  row.eq(nxt), win.eq(nxt), win_w.eq(nxt), ptr_row.eq(nxt),
-                                 ptr.eq(nxt)]
+                                 ptr.eq(nxt), *first[:4], last_oy.eq(oy + 2 == L.out_h)]
                 with m.Else():
                     m.next = "DRAIN"
             with m.State("DRAIN"):

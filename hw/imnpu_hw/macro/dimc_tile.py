@@ -369,13 +369,15 @@ def _front_end(m, g, feat, cmd, advance, bus_valid):
 
     a_valid = Signal()
     a_cmd = Signal(c.shape())
-    a_error = Signal()
+    a_l1 = Signal()                 # a_cmd.lane_width == L1, decoded before its register:
+    a_error = Signal()              # it selects each of the W count_w operand bits
     a_mask = Signal(W)
     cmd_mask = _active_mask(m, g, c)
     with m.If(advance):
         m.d.sync += [
             a_valid.eq(cmd.valid & cmd.ready),
             a_cmd.eq(c),
+            a_l1.eq(c.lane_width == LaneWidth.L1),
             a_error.eq(lane_bad | (c.group >= g.depth)),
             a_mask.eq(cmd_mask),
         ]
@@ -383,7 +385,7 @@ def _front_end(m, g, feat, cmd, advance, bus_valid):
     # -- stage B: operands (the SRAM data arrives in the arrays) ---------------
     # the channel weights are decoded from the command here and travel with it
     ops = Signal(g.operands())
-    l1 = a_cmd.lane_width == LaneWidth.L1
+    l1 = a_l1
     features = Signal(W)
     m.d.comb += features.eq(feature & a_mask)
     # count_w channels: at L=1 the mask (they count active weight bits), else the
