@@ -536,11 +536,15 @@ class PatchBuilder(wiring.Component):
             # state machine: row_step and kw_cin are set in SETUP1, so they hold
             # the products from FIRST on, and no state decode sits in front of
             # their multipliers (yosys would share one multiplier between states)
+            # (iy and -iy are registers too: the layer fields are held from the start,
+            # and the subtraction in front of the multipliers made a 19.5 ns path
+            # through a DSP on the ECP5 self-test)
             iy = Signal(signed(ker_bits + 3), name=f"y_raw{k}_iy")  # k*stride_h - pad_h
+            neg_iy = Signal(signed(ker_bits + 4), name=f"y_raw{k}_neg_iy")
             rows = Signal(A, name=f"y_raw{k}_rows")                 # iy * row_step
             kc = Signal(seg_bits, name=f"y_raw{k}_kc")
-            m.d.comb += iy.eq(k * ly.stride_h - ly.pad_h)
-            m.d.sync += [rows.eq(iy * row_step), kc.eq(-iy * kw_cin)]
+            m.d.sync += [iy.eq(k * ly.stride_h - ly.pad_h), neg_iy.eq(ly.pad_h - k * ly.stride_h)]
+            m.d.sync += [rows.eq(iy * row_step), kc.eq(neg_iy * kw_cin)]
             return [
                 r.neg.eq(-iy), r.room.eq(ly.in_h - iy),
                 r.addr.eq(ly.in_base + rows), r.addr1.eq(ly.in_base + row_step + rows),
