@@ -814,6 +814,9 @@ class Cluster(wiring.Component):
         # compare with the descriptor's ``cpt`` (it was the self-test's critical path on
         # the ECP5, into the far-away accumulator block RAMs).
         o_last = Signal()
+        cpt_m1 = Signal(16)                 # cpt - 1, cpt - 2: free-running registers, so
+        cpt_m2 = Signal(16)                 # that o_last's inputs are plain comparisons
+        m.d.sync += [cpt_m1.eq(d.cpt - 1), cpt_m2.eq(d.cpt - 2)]
         advance = Signal()
         m.d.comb += advance.eq(feeding & stage_ready)
         oj_next = Signal.like(oj)
@@ -860,11 +863,11 @@ class Cluster(wiring.Component):
                      obank_next.eq(Mux(advance, obank_step, obank))]
         with m.If(advance & o_last):
             m.d.comb += clear_full.bit_select(obank, 1).eq(1)
-        # o_last == (oj == cpt - 1), a cycle behind a new descriptor's cpt: the output
+        # o_last == (oj == cpt - 1), two cycles behind a new descriptor's cpt: the output
         # engine is idle then (its banks fill from the new layer's commands first)
         m.d.sync += [oj.eq(oj_next), obank.eq(obank_next),
-                     o_last.eq(Mux(advance, Mux(o_last, d.cpt == 1, oj == d.cpt - 2),
-                                   oj == d.cpt - 1))]
+                     o_last.eq(Mux(advance, Mux(o_last, d.cpt == 1, oj == cpt_m2),
+                                   oj == cpt_m1))]
         m.d.sync += bank_full.eq((bank_full & ~clear_full) | set_full)
         reserve = Signal(BANKS)
         with m.If(issue_first_k & chunk.payload.first):
@@ -1038,12 +1041,16 @@ class Cluster(wiring.Component):
             ]
             load_ch_base(pass_ch, n_pass)
         # pix_count == pix_last as a register: the pass's end then follows the word
-        # end (bitpos + app_len) by one gate, not by a 32-bit comparison as well
+        # end (bitpos + app_len) by one gate, not by a 32-bit comparison as well.
+        # It compares with pix_last - 1 from a free-running register: yosys (abc9)
+        # made pix_count + 1 == pix_last a chain of 30 LUTs.
         pix_final = Signal()
+        pix_last_m1 = Signal(32)
+        m.d.sync += pix_last_m1.eq(dp["pix_last"] - 1)
         with m.If(run_start):
             m.d.sync += pix_final.eq(dp["pix_last"] == 0)
         with m.Elif(pixel_advance):
-            m.d.sync += pix_final.eq(pix_count + 1 == dp["pix_last"])
+            m.d.sync += pix_final.eq(pix_count == pix_last_m1)
         m.d.comb += run_done.eq(pixel_advance & pix_final)
         pack_wr_data = Signal(AW)
         pack_wr_en = Signal(AW // 4)
