@@ -304,15 +304,16 @@ class MaxPoolUnit(wiring.Component):
         row = Signal(aw)        # pixel (0, 0) of the first window of this output row
 
         # kx + 1 == kw, ... as registers, set with the counters from comparisons of
-        # their present values: the READ state's priority chain then starts at flip-flops,
-        # not behind five adders and comparators (a critical path on the ECP5)
+        # their present values (at_zero: their values with the counters at 0): the READ
+        # state's priority chain then starts at flip-flops, not behind five adders and
+        # comparators (a critical path on the ECP5)
         last_x = Signal()
         last_y = Signal()
         last_w = Signal()
         last_ox = Signal()
         last_oy = Signal()
-        first = [last_x.eq(L.kw == 1), last_y.eq(L.kh == 1), last_w.eq(L.pixel_words == 1),
-                 last_ox.eq(L.out_w == 1), last_oy.eq(L.out_h == 1)]
+        at_zero = [last_x.eq(L.kw == 1), last_y.eq(L.kh == 1), last_w.eq(L.pixel_words == 1),
+                   last_ox.eq(L.out_w == 1), last_oy.eq(L.out_h == 1)]
 
         reading = Signal()
         m.d.comb += [
@@ -375,7 +376,7 @@ class MaxPoolUnit(wiring.Component):
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += first                   # the counters are all 0
+                m.d.sync += at_zero                 # the counters are all 0
                 with m.If(legal):
                     m.next = "READ"
                 with m.Else():
@@ -389,21 +390,21 @@ class MaxPoolUnit(wiring.Component):
                 with m.Elif(~last_y):
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1),
                                  ptr_row.eq(ptr_row + row_pitch), ptr.eq(ptr_row + row_pitch),
-                                 first[0], last_y.eq(ky + 2 == L.kh)]
+                                 at_zero[0], last_y.eq(ky + 2 == L.kh)]
                 with m.Elif(~last_w):
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(w + 1),
                                  win_w.eq(win_w + 1), ptr_row.eq(win_w + 1), ptr.eq(win_w + 1),
-                                 *first[:2], last_w.eq(w + 2 == L.pixel_words)]
+                                 *at_zero[:2], last_w.eq(w + 2 == L.pixel_words)]
                 with m.Elif(~last_ox):
                     nxt = win + step_x
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(0), ox.eq(ox + 1),
                                  win.eq(nxt), win_w.eq(nxt), ptr_row.eq(nxt), ptr.eq(nxt),
-                                 *first[:3], last_ox.eq(ox + 2 == L.out_w)]
+                                 *at_zero[:3], last_ox.eq(ox + 2 == L.out_w)]
                 with m.Elif(~last_oy):
                     nxt = row + step_y
                     m.d.sync += [kx.eq(0), ky.eq(0), w.eq(0), ox.eq(0), oy.eq(oy + 1),
                                  row.eq(nxt), win.eq(nxt), win_w.eq(nxt), ptr_row.eq(nxt),
-                                 ptr.eq(nxt), *first[:4], last_oy.eq(oy + 2 == L.out_h)]
+                                 ptr.eq(nxt), *at_zero[:4], last_oy.eq(oy + 2 == L.out_h)]
                 with m.Else():
                     m.next = "DRAIN"
             with m.State("DRAIN"):
