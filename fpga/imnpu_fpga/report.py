@@ -218,6 +218,14 @@ def _fmt_rate(x):
     return f"{x:.0f} "
 
 
+def _sdf_timing(sdf, core_mhz):
+    """:func:`imnpu_fpga.placed_timing.analyse` of ``sdf`` against the core clock:
+    ``(critical_paths, summary)``, the summary being the failing register inputs."""
+    from .placed_timing import analyse
+    timing = analyse(sdf, 1000 / core_mhz)
+    return timing["critical_paths"], {k: v for k, v in timing.items() if k != "critical_paths"}
+
+
 def build_report(work, board, config, meta):
     work = Path(work)
     stat = json.loads((work / "stat.json").read_text())
@@ -227,19 +235,15 @@ def build_report(work, board, config, meta):
     placed_only = bool(meta.get("placed_only"))   # nextpnr --no-route: estimates
     if meta.get("routed") and (work / "pnr_report.json").exists():
         pnr = json.loads((work / "pnr_report.json").read_text())
-        if (work / "routed.sdf").exists():
-            from .placed_timing import analyse
-            routed = analyse(work / "routed.sdf", 1000 / meta["core_mhz"])
-            pnr["placed_timing"] = {k: v for k, v in routed.items() if k != "critical_paths"}
+        if (work / "routed.sdf").exists():     # nextpnr's own paths stay in the report
+            _, pnr["sdf_timing"] = _sdf_timing(work / "routed.sdf", meta["core_mhz"])
     elif placed_only and not meta.get("pnr_error") and (work / "place_report.json").exists():
         pnr = json.loads((work / "place_report.json").read_text())
         # without routing nextpnr's JSON report holds no timing: its log has the estimate
         pnr["fmax"] = placement_fmax(work / "place.log")
         if (work / "place.sdf").exists():
-            from .placed_timing import analyse
-            placed = analyse(work / "place.sdf", 1000 / meta["core_mhz"])
-            pnr["critical_paths"] = placed["critical_paths"]
-            pnr["placed_timing"] = {k: v for k, v in placed.items() if k != "critical_paths"}
+            pnr["critical_paths"], pnr["sdf_timing"] = _sdf_timing(work / "place.sdf",
+                                                                   meta["core_mhz"])
     bels = ECP5_BELS if board.family == "ecp5" else ICE40_BELS
 
     report = {"board": board.name, "device": board.device, "package": board.package,
@@ -361,9 +365,9 @@ def build_report(work, board, config, meta):
             if fmax_core is None or "design.clk" in clock:
                 fmax_core = f["achieved"]
         lines.append("")
-        placed = pnr.get("placed_timing")
+        placed = pnr.get("sdf_timing")
         if placed:
-            report["placed_timing"] = placed
+            report["sdf_timing"] = placed
             source = ("Paths from the placer's delay estimates in `place.sdf`" if placed_only
                       else "Register inputs from the routed delays in `routed.sdf`")
             lines += [f"{source} (`imnpu_fpga.placed_timing`): worst "

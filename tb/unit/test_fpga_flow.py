@@ -561,7 +561,7 @@ def test_routed_report_counts_failing_register_inputs_from_the_routed_sdf(tmp_pa
     meta = {"board": "ulx3s", "block": "selftest", "top": "top", "kept_module": "top",
             "core_mhz": 150.0, "routed": True}
     report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
-    timing = report["placed_timing"]
+    timing = report["sdf_timing"]
     assert timing["fmax_mhz"] == 139.86 and timing["failing"] == 1
     assert timing["failing_by_signal"] == [("q", 1)]
     text = (tmp_path / "report.md").read_text()
@@ -569,4 +569,4 @@ def test_routed_report_counts_failing_register_inputs_from_the_routed_sdf(tmp_pa
     assert "1 of 2 register inputs miss 150 MHz" in text
     meta["core_mhz"] = 125.0            # 7.15 ns fits in 8 ns
     report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
-    assert report["placed_timing"]["failing"] == 0
+    assert report["sdf_timing"]["failing"] == 0
