@@ -814,8 +814,8 @@ class Cluster(wiring.Component):
         # compare with the descriptor's ``cpt`` (it was the self-test's critical path on
         # the ECP5, into the far-away accumulator block RAMs).
         o_last = Signal()
-        cpt_m1 = Signal(16)                 # cpt - 1, cpt - 2: free-running registers, so
-        cpt_m2 = Signal(16)                 # that o_last's inputs are plain comparisons
+        cpt_m1 = Signal.like(d.cpt)         # cpt - 1, cpt - 2: free-running registers, so
+        cpt_m2 = Signal.like(d.cpt)         # that o_last's inputs are plain comparisons
         m.d.sync += [cpt_m1.eq(d.cpt - 1), cpt_m2.eq(d.cpt - 2)]
         advance = Signal()
         m.d.comb += advance.eq(feeding & stage_ready)
@@ -1045,7 +1045,7 @@ class Cluster(wiring.Component):
         # It compares with pix_last - 1 from a free-running register: yosys (abc9)
         # made pix_count + 1 == pix_last a chain of 30 LUTs.
         pix_final = Signal()
-        pix_last_m1 = Signal(32)
+        pix_last_m1 = Signal.like(pix_count)
         m.d.sync += pix_last_m1.eq(dp["pix_last"] - 1)
         with m.If(run_start):
             m.d.sync += pix_final.eq(dp["pix_last"] == 0)

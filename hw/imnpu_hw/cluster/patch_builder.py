@@ -546,7 +546,7 @@ class PatchBuilder(wiring.Component):
             m.d.sync += [iy.eq(k * ly.stride_h - ly.pad_h), neg_iy.eq(ly.pad_h - k * ly.stride_h)]
             m.d.sync += [rows.eq(iy * row_step), kc.eq(neg_iy * kw_cin)]
             return [
-                r.neg.eq(-iy), r.room.eq(ly.in_h - iy),
+                r.neg.eq(neg_iy), r.room.eq(ly.in_h - iy),
                 r.addr.eq(ly.in_base + rows), r.addr1.eq(ly.in_base + row_step + rows),
                 r.kw.eq(pad_h_kw - k * sh_kw), r.kw1.eq(pad_h_kw - k * sh_kw + ly.kw),
                 r.kc.eq(kc), r.kc1.eq(kc + kw_cin),
