@@ -19,7 +19,8 @@ ROUTER  ?=
 PLACER  ?=
 HEAP_DENSITY ?=
 FLOORPLAN ?=
-FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER)) $(if $(PLACER),--placer $(PLACER)) $(if $(HEAP_DENSITY),--heap-density $(HEAP_DENSITY)) $(if $(SEED),--seed $(SEED)) $(if $(BB_MARGIN),--bb-margin $(BB_MARGIN)) $(if $(ROUTE_TIMING),--route-timing $(ROUTE_TIMING)) $(if $(filter-out 0,$(PLACE_ONLY)),--no-route) $(if $(filter-out 0,$(SYNTH_ONLY)),--no-pnr) $(if $(filter 0,$(FLOORPLAN)),--no-floorplan)
+ENABLE_GLOBALS ?=
+FPGAFLAGS = --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(BLOCK),--block $(BLOCK)) $(if $(MHZ),--mhz $(MHZ)) $(if $(ROUTER),--router $(ROUTER)) $(if $(PLACER),--placer $(PLACER)) $(if $(HEAP_DENSITY),--heap-density $(HEAP_DENSITY)) $(if $(SEED),--seed $(SEED)) $(if $(BB_MARGIN),--bb-margin $(BB_MARGIN)) $(if $(ROUTE_TIMING),--route-timing $(ROUTE_TIMING)) $(if $(filter-out 0,$(PLACE_ONLY)),--no-route) $(if $(filter-out 0,$(SYNTH_ONLY)),--no-pnr) $(if $(filter 0,$(FLOORPLAN)),--no-floorplan) $(if $(filter-out 0,$(ENABLE_GLOBALS)),--enable-globals)
 
 PYTEST  := $(PY) -m pytest
 KFLAG    = $(if $(K),-k "$(K)")
@@ -36,7 +37,7 @@ help:
 	@echo "make lint        Verilator --lint-only -Wall over the exported Verilog"
 	@echo "make perf        peak MAC/cycle per configuration and measured tile throughput"
 	@echo "make regs        docs/registers.md, build/include/imnpu_regs.h, build/python/imnpu_regs.py from the register map"
-	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [SYNTH_ONLY=1] [PLACE_ONLY=1] [PLACER=static|heap] [HEAP_DENSITY=0.8] [SEED=2] [ROUTER=router1|router2] [BB_MARGIN=16] [ROUTE_TIMING=0|1] [FLOORPLAN=0]"
+	@echo "make fpga [BOARD=ulx3s|icebreaker|arty_a7] [CONFIG=..] [BLOCK=tile|cluster|top|builder] [MHZ=..] [SYNTH_ONLY=1] [PLACE_ONLY=1] [PLACER=static|heap] [HEAP_DENSITY=0.8] [SEED=2] [ROUTER=router1|router2] [BB_MARGIN=16] [ROUTE_TIMING=0|1] [FLOORPLAN=0] [ENABLE_GLOBALS=1]"
 	@echo "                 FPGA synthesis + place and route + report in build/fpga/"
 	@echo "                 (SYNTH_ONLY=1: synthesis and its resource report only;"
 	@echo "                 PLACE_ONLY=1: no routing, nextpnr's placement estimate of Fmax and the critical path;"

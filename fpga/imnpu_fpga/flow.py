@@ -30,6 +30,9 @@ Synthesis choices (the same for every block):
 Placement choice: on ECP5 the tile arrays' block RAMs get fixed sites before
 placement, each tile's side by side in one block RAM row
 (:mod:`imnpu_fpga.floorplan`; ``--no-floorplan`` leaves them to the placer).
+``--enable-globals`` puts each tile's pipeline enable on a global buffer of its
+own (:mod:`imnpu_fpga.enable_globals`; a better placement estimate, a slower
+routing on the `fpga` self-test: off by default).
 Before routing, loads of a global net (the ECP5 reset's ``DCCA``) that are not
 flip-flop clock, set/reset or enable pins move to the buffer's input. Routing
 (router2) stops when it has not reduced its over-used wires for
@@ -53,6 +56,7 @@ import time
 from pathlib import Path
 
 from .boards import BOARDS, get_board
+from .enable_globals import apply as apply_enable_globals
 from .floorplan import apply as apply_floorplan
 from .wrapper import BoardTop, Harness, PLL_MODULE
 
@@ -116,6 +120,13 @@ PLACER_SEED = 2
 #: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
 #: router2 gets further on it than on the analytic placement, whose timing estimate
 #: is better; with the reset on a global net router2 finishes on it, seed 2)
+#: the tiles' pipeline enables on global buffers (:mod:`imnpu_fpga.enable_globals`)
+#: or not. On the `fpga` self-test they raise the placement estimate (seed 2 of
+#: b6e709b: 50.07 -> 52.62 MHz), but router2 falls behind on those placements
+#: (3,283 over-used wires at iteration 20 against 2,593 without; README), so they
+#: are off unless asked for (``ENABLE_GLOBALS=1``)
+ENABLE_GLOBALS = False
+
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 
@@ -430,6 +441,24 @@ def floorplan(board, work):
     return "floorplanned.json", summary
 
 
+def enable_globals(board, work, netlist):
+    """The large clock-enable nets on global buffers (:mod:`imnpu_fpga.enable_globals`):
+    returns the netlist to place (``globals.json``, a copy of ``netlist`` with the
+    buffers, or ``netlist`` when no net has enough enables) and ``[(module, net,
+    flip-flop enables)]`` of the nets promoted (empty off ECP5)."""
+    if board.family != "ecp5":
+        return netlist, []
+    design = json.loads((work / netlist).read_text())
+    promoted = apply_enable_globals(design)
+    if not promoted:
+        log("enable globals: no enable net large enough")
+        return netlist, []
+    log(f"enable globals: {len(promoted)} nets, "
+        f"{sum(n for _, _, n in promoted):,} flip-flop enables on DCCA buffers")
+    (work / "globals.json").write_text(json.dumps(design))
+    return "globals.json", promoted
+
+
 def place(board, work, seed=PLACER_SEED, clock_mhz=50.0, placer=DEFAULT_PLACER,
           netlist="synth.json", heap_density=None):
     """nextpnr packing and placement (``--no-route``) of ``netlist``: ``placed.json``
@@ -457,9 +486,14 @@ def place(board, work, seed=PLACER_SEED, clock_mhz=50.0, placer=DEFAULT_PLACER,
                 abort=lambda: _over_utilised(work / "place.log"))
 
 
-def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_density=None):
+def _place_step(board, work, seed, clock_mhz, placer, use_floorplan, meta, heap_density=None,
+                use_enable_globals=False):
     t0 = time.monotonic()
     netlist, meta["floorplan"] = floorplan(board, work) if use_floorplan else ("synth.json", None)
+    meta["enable_globals"] = []
+    if use_enable_globals:
+        netlist, promoted = enable_globals(board, work, netlist)
+        meta["enable_globals"] = [list(p) for p in promoted]
     return time.monotonic() - t0 + place(board, work, seed, clock_mhz, placer, netlist,
                                          heap_density)
 
@@ -629,7 +663,8 @@ def work_dir(board, config_name, block, out=None):
 def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=True,
         do_pack=False, out=None, seed=PLACER_SEED, mapper="auto", router="router2", do_route=True,
         placer=DEFAULT_PLACER, use_floorplan=True, heap_density=None,
-        bb_margin=ROUTE_BB_MARGIN, route_timing=ROUTE_TIMING_DRIVEN):
+        bb_margin=ROUTE_BB_MARGIN, route_timing=ROUTE_TIMING_DRIVEN,
+        use_enable_globals=ENABLE_GLOBALS):
     from imnpu_hw import get_config
     from imnpu_hw.params import non_negative_int
     from .report import build_report, logic_tile_fill
@@ -649,6 +684,8 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
     non_negative_int("seed", seed)
     if not isinstance(route_timing, bool):
         raise TypeError(f"route_timing must be True or False, not {route_timing!r}")
+    if not isinstance(use_enable_globals, bool):
+        raise TypeError(f"use_enable_globals must be True or False, not {use_enable_globals!r}")
     if do_pack and not do_route:
         raise ValueError("a bitstream needs a routed design: do not combine pack with no_route")
     config = get_config(config_name or board.config)
@@ -690,6 +727,7 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
             "harness": info["harness"], "top": top_name, "seconds": {},
             "lut_mapper": "abc9" if abc9 else "abc", "router": router, "placer": placer,
             "seed": seed, "use_floorplan": use_floorplan, "heap_density": heap_density,
+            "use_enable_globals": use_enable_globals,
             "bb_margin": bb_margin, "route_timing": route_timing}
     if board.family == "xilinx":
         tcl = write_vivado(board, work, top_name, verilog_path.name)
@@ -735,7 +773,10 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                       f"{clock_mhz:g}",
                       _version(f"yowasp-nextpnr-{board.family}"),
                       (Path(__file__).parent / "floorplan.py").read_text() if use_floorplan
-                      else "no floorplan"])
+                      else "no floorplan",
+                      # only when asked for, like the heap density
+                      *([(Path(__file__).parent / "enable_globals.py").read_text()]
+                        if use_enable_globals else [])])
     meta["seconds"]["placement"] = meta["seconds"]["routing"] = 0
 
     def step(name, key_file, key, outputs, stale, action):
@@ -760,9 +801,12 @@ def run(board_name, config_name=None, block="selftest", core_mhz=None, do_pnr=Tr
                              ("place_report.json", "place.sdf", "placed.json"),
                              ("pnr.key", "pnr_report.json", "routed.sdf", routed),
                              lambda: _place_step(board, work, seed, clock_mhz, placer,
-                                                 use_floorplan, meta, heap_density))
+                                                 use_floorplan, meta, heap_density,
+                                                 use_enable_globals))
     if placed and "floorplan" not in meta:
         meta["floorplan"] = old.get("floorplan")
+    if placed and "enable_globals" not in meta:
+        meta["enable_globals"] = old.get("enable_globals", [])
     if placed and (work / "placed.json").exists():   # a reused placement too
         meta["logic_tiles"] = logic_tile_fill(work / "placed.json", board.family)
     if placed and not do_route:
@@ -823,6 +867,9 @@ def main(argv=None):
     p.add_argument("--no-floorplan", action="store_true",
                    help="leave the tile block RAMs to the placer (ECP5; default: fixed "
                         "sites, imnpu_fpga.floorplan)")
+    p.add_argument("--enable-globals", action="store_true",
+                   help="each tile's clock enable on a DCCA global buffer (ECP5; "
+                        "imnpu_fpga.enable_globals; default: general routing)")
     p.add_argument("--abc", choices=("auto", "abc9", "abc"), default="auto",
                    help="ECP5 LUT mapper: abc9 (synth_ecp5's default, fewer LUTs), the classic "
                         "abc, or auto (abc9, falling back to abc when WebAssembly abc9 runs "
@@ -870,7 +917,8 @@ def main(argv=None):
             do_pack=args.pack, out=args.out, seed=args.seed, mapper=args.abc,
             router=args.router, do_route=not args.no_route, placer=args.placer,
             use_floorplan=not args.no_floorplan, heap_density=args.heap_density,
-            bb_margin=args.bb_margin, route_timing=args.route_timing == "1")
+            bb_margin=args.bb_margin, route_timing=args.route_timing == "1",
+            use_enable_globals=args.enable_globals)
         return 0
     except (ToolError, ValueError) as e:
         print(f"[fpga] error: {e}", file=sys.stderr)

@@ -450,6 +450,11 @@ def build_report(work, board, config, meta):
               + f", placer {meta.get('placer', 'heap')} with seed "
               f"{meta.get('seed', 1)}. "
               + (f"Floorplan: {meta['floorplan']}. " if meta.get("floorplan") else "")
+              + (f"Clock enables on global buffers (DCCA): {len(meta['enable_globals'])} nets "
+                 f"with {sum(n for _, _, n in meta['enable_globals']):,} flip-flop enables ("
+                 + ", ".join(f"`{net}` of {mod.rpartition('.design.')[2]}"
+                             for mod, net, _ in meta["enable_globals"]) + "). "
+                 if meta.get("enable_globals") else "")
               + f"Bitstream: {meta.get('bitstream') or 'not packed (make fpga-pack)'}.", "",
               f"Reproduce: `make fpga BOARD={board.name} CONFIG={config.name}"
               + (f" BLOCK={meta['block']}" if meta["block"] != "selftest" else "")
@@ -466,6 +471,7 @@ def build_report(work, board, config, meta):
                  if meta.get("route_timing", True) != ROUTE_TIMING_DRIVEN else "")
               + (" PLACE_ONLY=1" if placed_only else "")
               + (" FLOORPLAN=0" if meta.get("use_floorplan") is False else "")
+              + (" ENABLE_GLOBALS=1" if meta.get("use_enable_globals") else "")
               + "`", ""]
 
     summary = [f"{config.name} {meta['block']} on {board.name} ({board.device}):"]

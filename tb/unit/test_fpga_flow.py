@@ -450,6 +450,95 @@ def test_placement_reads_the_floorplanned_netlist(monkeypatch, tmp_path):
     assert not (tmp_path / "floorplanned.json").exists()
 
 
+def _enable_netlist(loads):
+    """A yosys JSON netlist: module ``m{i}`` has ``loads[i]`` flip-flops enabled by its
+    port ``en`` (bit 3), one more on another enable (bit 4), a LUT and a block RAM
+    enable on ``en``, and the reset's global buffer."""
+    def cell(kind, **ports):
+        return {"type": kind, "port_directions": {p: d for p, (d, _) in ports.items()},
+                "connections": {p: bits for p, (_, bits) in ports.items()}}
+    modules = {"top": {"cells": {"reset_buffer": cell(
+        "DCCA", CLKI=("input", [2]), CE=("input", ["1"]), CLKO=("output", [5]))},
+        "netnames": {}}}
+    for i, n in enumerate(loads):
+        cells = {f"ff{k}": cell("TRELLIS_FF", CLK=("input", [2]), CE=("input", [3]),
+                                DI=("input", [10 + k]), Q=("output", [10 + k]))
+                 for k in range(n)}
+        cells["other"] = cell("TRELLIS_FF", CLK=("input", [2]), CE=("input", [4]),
+                              DI=("input", [9]), Q=("output", [9]))
+        cells["lut"] = cell("LUT4", A=("input", [3]), B=("input", [9]), Z=("output", [8]))
+        cells["ram"] = cell("DP16KD", CEB=("input", [3]), DOA0=("output", [7]))
+        modules[f"m{i}"] = {"cells": cells,
+                            "ports": {"en": {"direction": "input", "bits": [3]}},
+                            "netnames": {"en": {"bits": [3]}, "$auto$x": {"bits": [3]},
+                                         "other_en": {"bits": [4]}}}
+    return {"modules": modules}
+
+
+def test_enable_globals_put_the_large_enable_nets_on_buffers():
+    """Each module's enable net with at least ``min_loads`` flip-flop CE pins gets a
+    DCCA; only the flip-flops' CE pins move to it, the most loaded nets first."""
+    from imnpu_fpga.enable_globals import apply, candidates
+    design = _enable_netlist([5, 3, 2])
+    assert [(n, m) for n, m, _ in candidates(design, 3)] == [(5, "m0"), (3, "m1")]
+    assert apply(design, min_loads=3) == [("m0", "en", 5), ("m1", "en", 3)]
+    for name, moved in (("m0", 5), ("m1", 3)):
+        cells = design["modules"][name]["cells"]
+        buffer = cells["en$enable_dcca"]
+        assert buffer["type"] == "DCCA" and buffer["connections"]["CLKI"] == [3]
+        out = buffer["connections"]["CLKO"]
+        assert out[0] not in (2, 3, 4, 5, 7, 8, 9) and out[0] >= 10 + moved   # a new net
+        assert [c["connections"]["CE"] for k, c in cells.items()
+                if k.startswith("ff")] == [out] * moved
+        assert cells["other"]["connections"]["CE"] == [4]       # another enable
+        assert cells["lut"]["connections"]["A"] == [3]          # not a flip-flop enable
+        assert cells["ram"]["connections"]["CEB"] == [3]
+        assert design["modules"][name]["netnames"]["en$global"]["bits"] == out
+    assert "en$enable_dcca" not in design["modules"]["m2"]["cells"]   # 2 < 3 loads
+    assert apply(design, min_loads=3) == []                     # nothing left
+
+
+def test_enable_globals_keep_to_the_global_nets_left():
+    """16 global nets: the reset's buffer and the clock leave 14, and a budget cuts the
+    list after the most loaded nets."""
+    from imnpu_fpga.enable_globals import GLOBAL_NETS, apply
+    design = _enable_netlist([20 + i for i in range(GLOBAL_NETS)])
+    promoted = apply(design, min_loads=1)
+    assert len(promoted) == GLOBAL_NETS - 2
+    assert [m for m, _, _ in promoted][:2] == [f"m{GLOBAL_NETS - 1}", f"m{GLOBAL_NETS - 2}"]
+    design = _enable_netlist([4, 6, 5])
+    assert [m for m, _, _ in apply(design, min_loads=1, budget=2)] == ["m1", "m2"]
+    with pytest.raises(ValueError, match="min_loads must be at least 1, not 0"):
+        apply(design, min_loads=0)
+    with pytest.raises(ValueError, match="budget must not be negative, not -1"):
+        apply(design, budget=-1)
+
+
+def test_placement_reads_the_netlist_with_enable_globals(monkeypatch, tmp_path):
+    board = boards.get_board("ulx3s")
+    calls = []
+    monkeypatch.setattr(flow, "_run", lambda cmd, *args, **kwargs: calls.append(cmd) or 0.0)
+    from imnpu_fpga import enable_globals
+    monkeypatch.setattr(flow, "apply_enable_globals",
+                        lambda design: enable_globals.apply(design, min_loads=3))
+    (tmp_path / "synth.json").write_text(json.dumps(_enable_netlist([4])))
+    meta = {}
+    flow._place_step(board, tmp_path, 1, 50.0, "static", True, meta)     # off by default
+    assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
+    assert meta["enable_globals"] == []
+    flow._place_step(board, tmp_path, 1, 50.0, "static", True, meta, use_enable_globals=True)
+    assert calls[-1][calls[-1].index("--json") + 1] == "globals.json"
+    assert meta["enable_globals"] == [["m0", "en", 4]]
+    placed = json.loads((tmp_path / "globals.json").read_text())
+    assert placed["modules"]["m0"]["cells"]["en$enable_dcca"]["type"] == "DCCA"
+    flow._place_step(board, tmp_path, 1, 50.0, "static", True, meta, use_enable_globals=False)
+    assert calls[-1][calls[-1].index("--json") + 1] == "synth.json"
+    assert meta["enable_globals"] == []
+    # not on iCE40: no DCCA there
+    assert flow.enable_globals(boards.get_board("icebreaker"), tmp_path, "synth.json") == \
+        ("synth.json", [])
+
+
 def test_routing_stops_when_router2_stalls(tmp_path):
     log = tmp_path / "pnr.log"
     assert flow._router_stalled(log) is None                  # no log yet
@@ -570,3 +659,25 @@ def test_routed_report_counts_failing_register_inputs_from_the_routed_sdf(tmp_pa
     meta["core_mhz"] = 125.0            # 7.15 ns fits in 8 ns
     report = build_report(tmp_path, boards.get_board("ulx3s"), get_config("tiny"), meta)
     assert report["sdf_timing"]["failing"] == 0
+
+
+def test_report_names_the_enables_on_global_buffers(tmp_path):
+    from imnpu_fpga.report import build_report
+    from imnpu_hw import get_config
+    (tmp_path / "stat.json").write_text(json.dumps({"modules": {
+        "top": {"num_cells_by_type": {"LUT4": 10}}}}))
+    meta = {"board": "ulx3s", "block": "selftest", "top": "top", "kept_module": "top",
+            "core_mhz": 50.0, "use_enable_globals": True, "enable_globals": [["top.design.imnpu.cluster0.tiles.tile0",
+                                                  "bus__ready", 1558],
+                                                 ["top.design.imnpu.cluster1.tiles.tile3",
+                                                  "bus__ready", 1532]]}
+    build_report(tmp_path, boards.get_board("ulx3s"), get_config("fpga"), meta)
+    text = (tmp_path / "report.md").read_text()
+    assert ("Clock enables on global buffers (DCCA): 2 nets with 3,090 flip-flop enables "
+            "(`bus__ready` of imnpu.cluster0.tiles.tile0, `bus__ready` of "
+            "imnpu.cluster1.tiles.tile3)") in text
+    assert "ENABLE_GLOBALS=1`" in text             # the reproduce command
+    meta.update(enable_globals=[], use_enable_globals=False)
+    build_report(tmp_path, boards.get_board("ulx3s"), get_config("fpga"), meta)
+    text = (tmp_path / "report.md").read_text()
+    assert "global buffers" not in text and "ENABLE_GLOBALS" not in text
