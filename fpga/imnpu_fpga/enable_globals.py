@@ -4,10 +4,11 @@ Each DIMC tile's pipeline moves on one enable, the tile group's ``advance``: on 
 `fpga` self-test it is the ``CE`` of about 1,550 flip-flops in each of the eight
 tiles, 12,300 loads in all, the largest nets after the clock and the reset. In the
 general routing such a net is a tree through the tile's whole region, among the
-popcount trees that are the design's most congested logic. The ECP5's global clock network reaches every flip-flop's clock, set/reset
-and enable through the tile's own muxes, and nextpnr places and routes it apart
-from the general routing (the placer leaves global nets out of its wire length,
-router2 does not route them). The board wrapper puts the reset there already.
+popcount trees that are the design's most congested logic. The ECP5's global
+clock network reaches every flip-flop's clock, set/reset and enable through the
+tile's own muxes, and nextpnr places and routes it apart from the general routing
+(the placer leaves global nets out of its wire length, router2 does not route
+them). The board wrapper puts the reset there already.
 
 :func:`apply` gives each module's enable net with at least ``min_loads``
 flip-flop ``CE`` pins a ``DCCA`` of its own (most loads first, at most
@@ -45,6 +46,11 @@ def _ff_enables(module):
     return loads
 
 
+def _buffers(module):
+    """The module's global buffers (``DCCA``)."""
+    return [cell for cell in module.get("cells", {}).values() if cell["type"] == "DCCA"]
+
+
 def _net_name(module, bit):
     """The module's port on ``bit``, else its shortest name that yosys did not make up."""
     ports = [name for name, port in module.get("ports", {}).items() if port["bits"] == [bit]]
@@ -60,7 +66,7 @@ def candidates(design, min_loads=MIN_LOADS):
     flip-flop ``CE`` pins and no global buffer yet, most loads first."""
     found = []
     for name, module in design["modules"].items():
-        buffered = {b for cell in module.get("cells", {}).values() if cell["type"] == "DCCA"
+        buffered = {b for cell in _buffers(module)
                     for b in cell.get("connections", {}).get("CLKO", [])}
         for bit, loads in _ff_enables(module).items():
             if loads >= min_loads and bit not in buffered:
@@ -69,9 +75,6 @@ def candidates(design, min_loads=MIN_LOADS):
     return found
 
 
-def _global_buffers(design):
-    return sum(1 for module in design["modules"].values()
-               for cell in module.get("cells", {}).values() if cell["type"] == "DCCA")
 
 
 def apply(design, min_loads=MIN_LOADS, budget=None):
@@ -82,7 +85,8 @@ def apply(design, min_loads=MIN_LOADS, budget=None):
     if min_loads < 1:
         raise ValueError(f"min_loads must be at least 1, not {min_loads}")
     if budget is None:
-        budget = max(0, GLOBAL_NETS - 1 - _global_buffers(design))
+        budget = max(0, GLOBAL_NETS - 1 - sum(len(_buffers(m))
+                                                 for m in design["modules"].values()))
     if budget < 0:
         raise ValueError(f"budget must not be negative, not {budget}")
     promoted = []

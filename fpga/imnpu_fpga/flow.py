@@ -116,10 +116,6 @@ ROUTE_TIMING_DRIVEN = True
 #: 662 over-used wires, seed 3 at 51.8 MHz with 6,399 left at iteration 23 (README).
 PLACER_SEED = 2
 
-#: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
-#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
-#: router2 gets further on it than on the analytic placement, whose timing estimate
-#: is better; with the reset on a global net router2 finishes on it, seed 2)
 #: the tiles' pipeline enables on global buffers (:mod:`imnpu_fpga.enable_globals`)
 #: or not. On the `fpga` self-test they raise the placement estimate (seed 2 of
 #: b6e709b: 50.07 -> 52.62 MHz), but router2 falls behind on those placements
@@ -127,6 +123,10 @@ PLACER_SEED = 2
 #: are off unless asked for (``ENABLE_GLOBALS=1``)
 ENABLE_GLOBALS = False
 
+#: nextpnr's placers: ``heap`` (analytic, with :data:`TIMING_EFFORT`) and ``static``
+#: (electrostatic; on the `fpga` self-test it ends with a shorter wire length and
+#: router2 gets further on it than on the analytic placement, whose timing estimate
+#: is better; with the reset on a global net router2 finishes on it, seed 2)
 PLACERS = {"heap": ("--placer", "heap", *TIMING_EFFORT), "static": ("--placer", "static")}
 DEFAULT_PLACER = "static"
 

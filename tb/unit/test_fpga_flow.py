@@ -667,10 +667,9 @@ def test_report_names_the_enables_on_global_buffers(tmp_path):
     (tmp_path / "stat.json").write_text(json.dumps({"modules": {
         "top": {"num_cells_by_type": {"LUT4": 10}}}}))
     meta = {"board": "ulx3s", "block": "selftest", "top": "top", "kept_module": "top",
-            "core_mhz": 50.0, "use_enable_globals": True, "enable_globals": [["top.design.imnpu.cluster0.tiles.tile0",
-                                                  "bus__ready", 1558],
-                                                 ["top.design.imnpu.cluster1.tiles.tile3",
-                                                  "bus__ready", 1532]]}
+            "core_mhz": 50.0, "use_enable_globals": True,
+            "enable_globals": [["top.design.imnpu.cluster0.tiles.tile0", "bus__ready", 1558],
+                               ["top.design.imnpu.cluster1.tiles.tile3", "bus__ready", 1532]]}
     build_report(tmp_path, boards.get_board("ulx3s"), get_config("fpga"), meta)
     text = (tmp_path / "report.md").read_text()
     assert ("Clock enables on global buffers (DCCA): 2 nets with 3,090 flip-flop enables "
