@@ -715,15 +715,40 @@ class PatchBuilder(wiring.Component):
         # (prow >= cend), are registers too, written with p, pn, prow and cend from
         # their next values (``*_nxt``, set by the issue stage below; a load sets
         # all four): compared in the issue cycle they headed its longest paths.
+        # The issue stage moves the positions one of three ways (not at all,
+        # ``walk_row``: to pn, ``walk_down``: to prow) and cend one of two (by
+        # ``group`` on ``cend_move``), so each comparison it can need is made from
+        # registers alone and the issue decision only selects among the results:
+        # the carry chains are off the path from that decision to the flags.
         p_lt = Signal()
         pn_ge = Signal(init=1)
         prow_ge = Signal(init=1)
         p_nxt, pn_nxt = Signal.like(p), Signal.like(pn)
         prow_nxt, cend_nxt = Signal.like(prow), Signal.like(cend)
-        m.d.comb += [p_nxt.eq(p), pn_nxt.eq(pn), prow_nxt.eq(prow), cend_nxt.eq(cend)]
+        pn_inc, prow_inc = Signal.like(pn), Signal.like(prow)       # pn + 1, prow + 1
+        prow_kw, cend_inc = Signal.like(prow), Signal.like(cend)    # prow + kw, cend + group
+        walk_row, walk_down, cend_move = Signal(), Signal(), Signal()
+        m.d.comb += [p_nxt.eq(p), pn_nxt.eq(pn), prow_nxt.eq(prow), cend_nxt.eq(cend),
+                     pn_inc.eq(pn + 1), prow_inc.eq(prow + 1), prow_kw.eq(prow + ly.kw),
+                     cend_inc.eq(cend + group)]
+
+        def bounds(c, name):
+            """(p < c, pn >= c, prow >= c) after each walk: the flags the issue
+            stage selects from when cend becomes ``c``."""
+            p_lt_c, pn_ge_c, prow_ge_c, pn1_ge_c, prow1_ge_c, prowkw_ge_c = (
+                Signal(name=f"{name}_{n}") for n in
+                ("p_lt", "pn_ge", "prow_ge", "pn_inc_ge", "prow_inc_ge", "prow_kw_ge"))
+            m.d.comb += [p_lt_c.eq(p < c), pn_ge_c.eq(pn >= c), prow_ge_c.eq(prow >= c),
+                         pn1_ge_c.eq(pn_inc >= c), prow1_ge_c.eq(prow_inc >= c),
+                         prowkw_ge_c.eq(prow_kw >= c)]
+            stay = (p_lt_c, pn_ge_c, prow_ge_c)
+            row = (~pn_ge_c, pn1_ge_c, prow_ge_c)
+            down = (~prow_ge_c, prow1_ge_c, prowkw_ge_c)
+            return [Mux(walk_row, r, Mux(walk_down, d, s)) for s, r, d in zip(stay, row, down)]
+        flags = [Mux(cend_move, moved, kept)
+                 for kept, moved in zip(bounds(cend, "at_cend"), bounds(cend_inc, "at_cend_inc"))]
         m.d.sync += [p.eq(p_nxt), pn.eq(pn_nxt), prow.eq(prow_nxt), cend.eq(cend_nxt),
-                     p_lt.eq(p_nxt < cend_nxt), pn_ge.eq(pn_nxt >= cend_nxt),
-                     prow_ge.eq(prow_nxt >= cend_nxt)]
+                     p_lt.eq(flags[0]), pn_ge.eq(flags[1]), prow_ge.eq(flags[2])]
         load_p, load_pn, load_prow = Signal.like(p), Signal.like(pn), Signal.like(prow)
         m.d.comb += [load_p.eq(y_sel.kw + x_sel.lo), load_pn.eq(y_sel.kw + x_sel.lo1),
                      load_prow.eq(y_sel.kw1 + x_sel.lo)]
@@ -834,10 +859,22 @@ class PatchBuilder(wiring.Component):
         ]
 
         # The position registers after this cycle.
+        # The lane offsets' next values, summed from registers alone (the chunk's end,
+        # ``to_next_chunk``, only selects among them, as for the bounds above).
+        seg_cin, seg_cin_lf, seg_lf = (Signal(seg_bits, name=n)
+                                       for n in ("seg_cin", "seg_cin_lf", "seg_lf"))
+        segrow_kwcin, segrow_kwcin_lf, segrow_lf = (
+            Signal(seg_bits, name=n) for n in ("segrow_kwcin", "segrow_kwcin_lf", "segrow_lf"))
+        m.d.comb += [seg_cin.eq(seg_r + ly.cin), seg_cin_lf.eq(seg_r + cin_lf),
+                     seg_lf.eq(seg_r - lanes_full), segrow_kwcin.eq(segrow_r + kw_cin),
+                     segrow_kwcin_lf.eq(segrow_r + kwcin_lf), segrow_lf.eq(segrow_r - lanes_full)]
         advance = Signal()                     # moves to the next valid position
         m.d.comb += advance.eq(in_chunk & last_word & (~multi | slice_last))
         to_next_chunk = Signal()               # spp == 1 and the chunk ends: cstart += ppc
         m.d.comb += to_next_chunk.eq(close & ~multi)
+        m.d.comb += [walk_row.eq(issue & advance & row_more),
+                     walk_down.eq(issue & advance & ~row_more),
+                     cend_move.eq(issue & close & (~multi | slice_last))]
         with m.If(issue):
             m.d.sync += fresh.eq(close)
             with m.If(in_chunk):
@@ -855,17 +892,17 @@ class PatchBuilder(wiring.Component):
                                  word_done.eq(done + count)]
             with m.If(advance):
                 with m.If(row_more):
-                    m.d.comb += [p_nxt.eq(pn), pn_nxt.eq(pn + 1)]
+                    m.d.comb += [p_nxt.eq(pn), pn_nxt.eq(pn_inc)]
                     m.d.sync += [addr.eq(addr + ly.in_pixel_words),
-                                 seg_r.eq(seg_r + Mux(to_next_chunk, cin_lf, ly.cin)),
-                                 segrow_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0))]
+                                 seg_r.eq(Mux(to_next_chunk, seg_cin_lf, seg_cin)),
+                                 segrow_r.eq(Mux(to_next_chunk, segrow_lf, segrow_r))]
                 with m.Else():
-                    m.d.comb += [p_nxt.eq(prow), pn_nxt.eq(prow + 1), prow_nxt.eq(prow + ly.kw)]
+                    m.d.comb += [p_nxt.eq(prow), pn_nxt.eq(prow_inc), prow_nxt.eq(prow_kw)]
                     m.d.sync += [addr.eq(nrow_addr), nrow_addr.eq(nrow_addr + row_step),
-                                 seg_r.eq(segrow_r - Mux(to_next_chunk, lanes_full, 0)),
-                                 segrow_r.eq(segrow_r + Mux(to_next_chunk, kwcin_lf, kw_cin))]
+                                 seg_r.eq(Mux(to_next_chunk, segrow_lf, segrow_r)),
+                                 segrow_r.eq(Mux(to_next_chunk, segrow_kwcin_lf, segrow_kwcin))]
             with m.Elif(to_next_chunk):
-                m.d.sync += [seg_r.eq(seg_r - lanes_full), segrow_r.eq(segrow_r - lanes_full)]
+                m.d.sync += [seg_r.eq(seg_lf), segrow_r.eq(segrow_lf)]
             with m.If(close):
                 m.d.sync += [chunk_no.eq(chunk_no + 1), chunk_last.eq(chunk_no == chunks_2)]
                 with m.If(multi):
@@ -874,7 +911,7 @@ class PatchBuilder(wiring.Component):
                                      slice_word.eq(0), slice_bit.eq(0),
                                      slice_rem.eq(ly.cin), n_ch.eq(nch0), first_avail.eq(full),
                                      first_fits.eq(nch0 <= full)]
-                        m.d.comb += cend_nxt.eq(cend + 1)
+                        m.d.comb += cend_nxt.eq(cend_inc)     # group is 1
                     with m.Else():
                         m.d.sync += [
                             slice_no.eq(slice_no + 1),
@@ -887,7 +924,7 @@ class PatchBuilder(wiring.Component):
                             n_ch.eq(nxt_n_ch),
                         ]
                 with m.Else():
-                    m.d.comb += cend_nxt.eq(cend + ly.positions_per_chunk)
+                    m.d.comb += cend_nxt.eq(cend_inc)         # group is ppc
                     m.d.sync += lanes_left.eq(lanes_after)
                 with m.If(chunk_last):
                     m.d.sync += [
