@@ -13,8 +13,12 @@ row registers behind them were a third of the tiles' over-used wires.
 block RAMs, next to each other in one block RAM row, in an order that follows
 the row's bits. Each cluster gets a vertical strip of the device, so that its
 tiles, and the logic they share, stay together; the tiles of a strip are
-spread over the block RAM rows and evenly along them. Everything else (the
-activation memories, accumulators, logic) stays with the placer.
+spread over the block RAM rows and evenly along them, the outermost rows
+first (on the ECP5-85F rows 22 and 82 of 95: each tile's popcount trees
+spread above and below its row, and the band between the two rows is left to
+the logic the tiles share, the patch builder, accumulators, output stages).
+Everything else (the activation memories, accumulators, logic) stays with
+the placer.
 
 A cluster out of context (``BLOCK=cluster``) is one cluster over all the
 columns. Only devices whose block RAM grid is listed in :data:`EBR_GRID` get a
@@ -39,9 +43,12 @@ def _ebr_columns_85f():
 
 #: device (part name up to its speed grade) -> (block RAM rows, preferred first;
 #: [(column, EBR index in its group)]), read from nextpnr's placements on the
-#: LFE5U-85F (``NEXTPNR_BEL`` ``X<x>/Y<y>/EBR<k>``)
+#: LFE5U-85F (``NEXTPNR_BEL`` ``X<x>/Y<y>/EBR<k>``). Rows 22 and 82 first: with
+#: 22 and 70 the cluster logic between and above the tiles was squeezed against
+#: the device's top edge, and router2 did not finish the self-test; with 22 and
+#: 82 it did (README, FPGA prototyping).
 EBR_GRID = {
-    "LFE5U-85F": ((22, 70, 46, 82), _ebr_columns_85f()),
+    "LFE5U-85F": ((22, 82, 46, 70), _ebr_columns_85f()),
 }
 
 

@@ -357,8 +357,8 @@ def test_floorplan_keeps_each_tile_in_one_row_of_adjacent_block_rams():
         assert index == list(range(index[0], index[0] + 8)), (c, t, tile)
         # cluster c in the c-th half of the block RAM columns
         assert all(c * 26 <= i < (c + 1) * 26 for i in index), (c, t, index)
-    # the four tiles of a cluster over two rows, two apart in each
-    assert {_site(sites[(0, t)][0])[1] for t in range(4)} == {22, 70}
+    # the four tiles of a cluster over the two outermost rows, two apart in each
+    assert {_site(sites[(0, t)][0])[1] for t in range(4)} == {22, 82}
 
 
 def test_floorplan_refuses_what_it_cannot_place():

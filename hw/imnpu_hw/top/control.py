@@ -201,8 +201,11 @@ class ControlSlave(wiring.Component):
             if c is not None:
                 with m.If(busy[c]):
                     m.d.comb += reg_wresp.eq(AXIResp.SLVERR)
+            # the write is taken under the same conditions as reg_wresp's OKAY, but
+            # from this case's address match, not through the multiplexer of all
+            # registers' responses
             take = Signal(name=f"take_{reg.name.lower()}" + ("" if c is None else f"_{c}"))
-            m.d.comb += take.eq(do_write & (reg_wresp == AXIResp.OKAY))
+            m.d.comb += take.eq(do_write & (wstrb == 0xF) & (1 if c is None else ~busy[c]))
             takes.append((reg, c, take))
 
         reg_wresp = Signal(2, init=AXIResp.DECERR)
