@@ -75,8 +75,6 @@ def candidates(design, min_loads=MIN_LOADS):
     return found
 
 
-
-
 def apply(design, min_loads=MIN_LOADS, budget=None):
     """Put the enable nets of :func:`candidates` on global buffers, in ``design``
     (yosys's JSON, changed in place). ``budget``: the most nets to promote (default:

@@ -935,10 +935,12 @@ class Cluster(wiring.Component):
         # behind them it was 20.7 ns routed on the `fpga` self-test).
         sub_inc = Signal.like(sub)
         m.d.comb += sub_inc.eq(sub + 1)
+        SUB_KEEP, SUB_INC, SUB_ZERO = range(3)          # indices into sub_cands
+        N_KEEP, N_PASS, N_STEP = range(3)               # indices into n_cands
         sub_cands = (sub, sub_inc, Const(0, len(sub)))
         n_cands = (n_valid, n_pass, n_step)
-        sub_sel = Signal(2)                 # index into sub_cands
-        n_sel = Signal(2)                   # index into n_cands
+        sub_sel = Signal(2, init=SUB_KEEP)
+        n_sel = Signal(2, init=N_KEEP)
         sub_next = Signal.like(sub)
         n_valid_next = Signal.like(n_valid)
         last_next = Signal()                # sub_next >= n_valid_next - 1
@@ -1026,13 +1028,13 @@ class Cluster(wiring.Component):
         pixel_advance = Signal()
 
         with m.If(run_start):
-            load_ch_base(pass_ch, 1)
+            load_ch_base(pass_ch, N_PASS)
             m.d.sync += [pix_addr.eq(d.out_base), pix_count.eq(0),
                          bitpos.eq(pass_bits & (AW - 1)),
                          waddr.eq(d.out_base + (pass_bits >> exact_log2(AW))),
                          pass_bit.eq(pass_bits), wbuf.eq(0), wen.eq(0),
                          tail_pending.eq(0)]
-            m.d.comb += sub_sel.eq(2)
+            m.d.comb += sub_sel.eq(SUB_ZERO)
         with m.Elif(tail_pending):
             m.d.sync += tail_pending.eq(0)
             m.d.comb += pixel_advance.eq(1)
@@ -1040,9 +1042,9 @@ class Cluster(wiring.Component):
             # raw: app_len stays 32 while sub < n_valid - 1; a step's last sub is
             # followed by a load_ch_base (here or at the pixel advance)
             with m.If(~last_sub):
-                m.d.comb += sub_sel.eq(1)
+                m.d.comb += sub_sel.eq(SUB_INC)
             with m.Else():
-                m.d.comb += sub_sel.eq(2)
+                m.d.comb += sub_sel.eq(SUB_ZERO)
             with m.If(flush):
                 with m.If(end_spills):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
@@ -1051,7 +1053,7 @@ class Cluster(wiring.Component):
                     m.d.comb += pixel_advance.eq(1)
             with m.Else():
                 with m.If(last_sub):
-                    load_ch_base(ch_base + T, 2)
+                    load_ch_base(ch_base + T, N_STEP)
                 with m.If(end_fills):
                     m.d.sync += [wbuf.eq(merged[AW:]), wen.eq(merged_en[AW // 4:]),
                                  bitpos.eq(end - AW), waddr.eq(waddr + 1)]
@@ -1065,7 +1067,7 @@ class Cluster(wiring.Component):
                 bitpos.eq(pass_bit & (AW - 1)),
                 waddr.eq(next_pix + (pass_bit >> exact_log2(AW))),
             ]
-            load_ch_base(pass_ch, 1)
+            load_ch_base(pass_ch, N_PASS)
         # pix_count == pix_last as a register: the pass's end then follows the word
         # end (bitpos + app_len) by one gate, not by a 32-bit comparison as well.
         # It compares with pix_last - 1 from a free-running register: yosys (abc9)

@@ -713,8 +713,9 @@ class PatchBuilder(wiring.Component):
 
         # The chunk's bounds against the positions, (p < cend), (pn >= cend) and
         # (prow >= cend), are registers too, written with p, pn, prow and cend from
-        # their next values (``*_nxt``, set by the issue stage below; a load sets
-        # all four): compared in the issue cycle they headed its longest paths.
+        # their next values (``*_nxt``, selected by the issue stage's moves below;
+        # a load sets all four): compared in the issue cycle they headed its longest
+        # paths.
         # The issue stage moves the positions one of three ways (not at all,
         # ``walk_row``: to pn, ``walk_down``: to prow) and cend one of two (by
         # ``group`` on ``cend_move``), so each comparison it can need is made from
@@ -728,9 +729,12 @@ class PatchBuilder(wiring.Component):
         pn_inc, prow_inc = Signal.like(pn), Signal.like(prow)       # pn + 1, prow + 1
         prow_kw, cend_inc = Signal.like(prow), Signal.like(cend)    # prow + kw, cend + group
         walk_row, walk_down, cend_move = Signal(), Signal(), Signal()
-        m.d.comb += [p_nxt.eq(p), pn_nxt.eq(pn), prow_nxt.eq(prow), cend_nxt.eq(cend),
-                     pn_inc.eq(pn + 1), prow_inc.eq(prow + 1), prow_kw.eq(prow + ly.kw),
-                     cend_inc.eq(cend + group)]
+        m.d.comb += [pn_inc.eq(pn + 1), prow_inc.eq(prow + 1), prow_kw.eq(prow + ly.kw),
+                     cend_inc.eq(cend + group),
+                     p_nxt.eq(Mux(walk_row, pn, Mux(walk_down, prow, p))),
+                     pn_nxt.eq(Mux(walk_row, pn_inc, Mux(walk_down, prow_inc, pn))),
+                     prow_nxt.eq(Mux(walk_down, prow_kw, prow)),
+                     cend_nxt.eq(Mux(cend_move, cend_inc, cend))]
 
         def bounds(c, name):
             """(p < c, pn >= c, prow >= c) after each walk: the flags the issue
@@ -892,12 +896,10 @@ class PatchBuilder(wiring.Component):
                                  word_done.eq(done + count)]
             with m.If(advance):
                 with m.If(row_more):
-                    m.d.comb += [p_nxt.eq(pn), pn_nxt.eq(pn_inc)]
                     m.d.sync += [addr.eq(addr + ly.in_pixel_words),
                                  seg_r.eq(Mux(to_next_chunk, seg_cin_lf, seg_cin)),
                                  segrow_r.eq(Mux(to_next_chunk, segrow_lf, segrow_r))]
                 with m.Else():
-                    m.d.comb += [p_nxt.eq(prow), pn_nxt.eq(prow_inc), prow_nxt.eq(prow_kw)]
                     m.d.sync += [addr.eq(nrow_addr), nrow_addr.eq(nrow_addr + row_step),
                                  seg_r.eq(Mux(to_next_chunk, segrow_lf, segrow_r)),
                                  segrow_r.eq(Mux(to_next_chunk, segrow_kwcin_lf, segrow_kwcin))]
@@ -911,7 +913,6 @@ class PatchBuilder(wiring.Component):
                                      slice_word.eq(0), slice_bit.eq(0),
                                      slice_rem.eq(ly.cin), n_ch.eq(nch0), first_avail.eq(full),
                                      first_fits.eq(nch0 <= full)]
-                        m.d.comb += cend_nxt.eq(cend_inc)     # group is 1
                     with m.Else():
                         m.d.sync += [
                             slice_no.eq(slice_no + 1),
@@ -924,7 +925,6 @@ class PatchBuilder(wiring.Component):
                             n_ch.eq(nxt_n_ch),
                         ]
                 with m.Else():
-                    m.d.comb += cend_nxt.eq(cend_inc)         # group is ppc
                     m.d.sync += lanes_left.eq(lanes_after)
                 with m.If(chunk_last):
                     m.d.sync += [
