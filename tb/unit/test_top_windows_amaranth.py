@@ -1,5 +1,5 @@
 """The IMNPU's memory windows over AXI4-Lite in Amaranth's simulator: data round
-trips and the answer latencies ``docs/top.md`` states (register accesses two
+trips and the answer latencies ``docs/top.md`` states (register reads three
 cycles after acceptance, the activation memory seven, the tile arrays eight)."""
 
 import random
@@ -82,4 +82,4 @@ def test_window_round_trips_and_latencies(config_name):
     sim.add_testbench(bench)
     sim.run()
     # cycles after the acceptance (AW and W, or AR) to the first with [BR]VALID high
-    assert results == {"register": {2}, "act": {7}, "tile": {8}}, results
+    assert results == {"register": {3}, "act": {7}, "tile": {8}}, results

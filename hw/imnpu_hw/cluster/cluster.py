@@ -426,6 +426,7 @@ class Cluster(wiring.Component):
         # pass * T * cpt and pass * T * cpt * b_out, stepped with the pass
         pass_ch = Signal(32)
         pass_bits = Signal(32)
+        next_pass = Signal()         # run_done of a pass with passes left: move on in W_REQ
         assert self._addr_bits + 1 + exact_log2(AW) <= 32
         weight_ptr = Signal(32)
         param_ptr = Signal(32)
@@ -532,12 +533,20 @@ class Cluster(wiring.Component):
                     m.next = "POOL"
                 with m.Else():
                     m.d.sync += [passes_left.eq(d.passes - 1), pass_ch.eq(0), pass_bits.eq(0),
+                                 next_pass.eq(0),
                                  weight_ptr.eq(d.weights), param_ptr.eq(d.params)]
                     with m.If(d.weights == RESIDENT_WEIGHTS):
                         m.next = "P_REQ"
                     with m.Else():
                         m.next = "W_REQ"
             with m.State("W_REQ"):
+                # the next pass's counters move here, a cycle after run_done: their
+                # enables then start at registers, not at the packer's word end
+                # (app_len -> run_done -> pass_bits was 21.5 ns routed)
+                with m.If(next_pass):
+                    m.d.sync += [next_pass.eq(0), passes_left.eq(passes_left - 1),
+                                 pass_ch.eq(pass_ch + dp["cpp"]),
+                                 pass_bits.eq(pass_bits + dp["cpp_bout"])]
                 m.d.comb += [self.mem_req.valid.eq(1), req_addr.eq(weight_ptr),
                              req_len.eq(words_per_pass)]
                 with m.If(self.mem_req.ready):
@@ -611,8 +620,7 @@ class Cluster(wiring.Component):
                     with m.If(passes_left == 0):
                         m.next = "LAYER_END"
                     with m.Else():
-                        m.d.sync += [passes_left.eq(passes_left - 1), pass_ch.eq(pass_ch + dp["cpp"]),
-                                     pass_bits.eq(pass_bits + dp["cpp_bout"])]
+                        m.d.sync += next_pass.eq(1)
                         m.next = "W_REQ"
             with m.State("POOL"):
                 with m.If(pool_done):
@@ -1107,19 +1115,31 @@ class Cluster(wiring.Component):
             pl.out_h.eq(d.out_h), pl.out_w.eq(d.out_w),
         ]
         m.d.comb += [pool.rd_data.eq(act_rd.data), builder.rd_data.eq(act_rd.data)]
+        # The packer's writes pass a register on their way to the block RAMs, so a
+        # word lands a cycle after the packer made it (sub -> the merged word -> the
+        # write data of 32 block RAMs was 21.9 ns routed). Nothing reads a pass's
+        # output that soon; the write port stays the packer's for that cycle.
+        pk_wr_addr = Signal.like(act_wr.addr)
+        pk_wr_data = Signal(AW)
+        pk_wr_en = Signal(AW // 4)
+        m.d.sync += [pk_wr_addr.eq(waddr), pk_wr_data.eq(pack_wr_data),
+                     pk_wr_en.eq(Mux(self.busy & ~in_pool, pack_wr_en, 0))]
         with m.If(in_pool | pool_start):
-            m.d.comb += [act_rd.addr.eq(pool.rd_addr), act_rd.en.eq(pool.rd_en),
-                         act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
-                         act_wr.en.eq(Mux(pool.wr_en, (1 << (AW // 4)) - 1, 0))]
+            m.d.comb += [act_rd.addr.eq(pool.rd_addr), act_rd.en.eq(pool.rd_en)]
         with m.Elif(self.busy):
             # the builder keeps the word it reads: the block RAM reads every cycle,
             # and the builder's read enable does not fan out to its 32 slices
-            m.d.comb += [act_rd.addr.eq(builder.rd_addr), act_rd.en.eq(1),
-                         act_wr.addr.eq(waddr), act_wr.data.eq(pack_wr_data),
-                         act_wr.en.eq(pack_wr_en)]
+            m.d.comb += [act_rd.addr.eq(builder.rd_addr), act_rd.en.eq(1)]
         with m.Else():
-            m.d.comb += [act_rd.addr.eq(self.act.payload.addr), act_rd.en.eq(1),
-                         act_wr.addr.eq(self.act.payload.addr), act_wr.data.eq(self.act.payload.data),
+            m.d.comb += [act_rd.addr.eq(self.act.payload.addr), act_rd.en.eq(1)]
+        with m.If(pk_wr_en.any()):
+            m.d.comb += [act_wr.addr.eq(pk_wr_addr), act_wr.data.eq(pk_wr_data),
+                         act_wr.en.eq(pk_wr_en)]
+        with m.Elif(in_pool | pool_start):
+            m.d.comb += [act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
+                         act_wr.en.eq(Mux(pool.wr_en, (1 << (AW // 4)) - 1, 0))]
+        with m.Elif(~self.busy):
+            m.d.comb += [act_wr.addr.eq(self.act.payload.addr), act_wr.data.eq(self.act.payload.data),
                          act_wr.en.eq(Mux(host_take & host_ok & self.act.payload.write,
                                           (1 << (AW // 4)) - 1, 0))]
         resp_read = Signal()
