@@ -1124,7 +1124,9 @@ class Cluster(wiring.Component):
         pk_wr_en = Signal(AW // 4)
         m.d.sync += [pk_wr_addr.eq(waddr), pk_wr_data.eq(pack_wr_data),
                      pk_wr_en.eq(Mux(self.busy & ~in_pool, pack_wr_en, 0))]
-        with m.If(in_pool | pool_start):
+        pool_port = in_pool | pool_start            # the max-pool unit has the ports
+        whole_word = (1 << (AW // 4)) - 1           # every nibble's write enable
+        with m.If(pool_port):
             m.d.comb += [act_rd.addr.eq(pool.rd_addr), act_rd.en.eq(pool.rd_en)]
         with m.Elif(self.busy):
             # the builder keeps the word it reads: the block RAM reads every cycle,
@@ -1135,13 +1137,13 @@ class Cluster(wiring.Component):
         with m.If(pk_wr_en.any()):
             m.d.comb += [act_wr.addr.eq(pk_wr_addr), act_wr.data.eq(pk_wr_data),
                          act_wr.en.eq(pk_wr_en)]
-        with m.Elif(in_pool | pool_start):
+        with m.Elif(pool_port):
             m.d.comb += [act_wr.addr.eq(pool.wr_addr), act_wr.data.eq(pool.wr_data),
-                         act_wr.en.eq(Mux(pool.wr_en, (1 << (AW // 4)) - 1, 0))]
+                         act_wr.en.eq(Mux(pool.wr_en, whole_word, 0))]
         with m.Elif(~self.busy):
             m.d.comb += [act_wr.addr.eq(self.act.payload.addr), act_wr.data.eq(self.act.payload.data),
                          act_wr.en.eq(Mux(host_take & host_ok & self.act.payload.write,
-                                          (1 << (AW // 4)) - 1, 0))]
+                                          whole_word, 0))]
         resp_read = Signal()
         m.d.sync += [self.act_resp.valid.eq(host_take),
                      self.act_resp.payload.error.eq(host_take & ~host_ok),

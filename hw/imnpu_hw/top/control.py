@@ -231,8 +231,8 @@ class ControlSlave(wiring.Component):
                     with m.Case(reg.offset):
                         m.d.comb += hit.eq(1)
                         m.d.comb += value.eq(read_value(reg, c))
-            in_block = addr[bits:] == base >> bits
-            m.d.sync += [value_r.eq(Mux(in_block & hit, value, 0)), hit_r.eq(in_block & hit)]
+            here = (addr[bits:] == base >> bits) & hit     # a register of this block
+            m.d.sync += [value_r.eq(Mux(here, value, 0)), hit_r.eq(here)]
             block_values.append(value_r)
             block_hits.append(hit_r)
 
